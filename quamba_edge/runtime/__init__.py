@@ -1,0 +1,1 @@
+"""See README.md (placeholder package: arrives with its issue)."""
