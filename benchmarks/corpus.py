@@ -853,8 +853,8 @@ def clean_man(text: str) -> str:
                 args = _roff_args(rest)
                 if not args and i < len(lines):  # '.B' alone applies to the next line
                     continue
-                cur.append(("" if req in ("B", "I", "SM", "SB") else "").join(args) if req not in ("B", "I", "SM", "SB")
-                           else " ".join(args))
+                # .B/.I: words in one font; .BR/.IR/...: alternating fonts, arguments run together
+                cur.append(" ".join(args) if req in ("B", "I", "SM", "SB") else "".join(args))
                 continue
             if req in ("UR", "MT"):
                 continue
@@ -865,11 +865,7 @@ def clean_man(text: str) -> str:
             continue  # TH, so, other requests: drop
         cur.append(line.strip())
     flush()
-    out = []
-    for p in paras:
-        p = _ROFF_ESC_RE.sub(_roff_escape, p)
-        out.append(re.sub(r"\s+([,.;:)])", r"\1", p) if False else p)
-    return "\n".join(finalize_paragraphs(out))
+    return "\n".join(finalize_paragraphs(_ROFF_ESC_RE.sub(_roff_escape, p) for p in paras))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from quamba_edge.models import MambaConfig, MambaLM, save_model  # noqa: E402
 #  - mamba2-ref: headdim 32, d_state 64, ngroups 2 exercises per-state-group B/C quantization.
 ARCHS: dict[str, dict] = {
     "mamba1-ref": dict(arch="mamba1", d_model=384, n_layer=4, d_state=16, d_conv=4, expand=2),
-    "mamba2-ref": dict(arch="mamba2", d_model=256, n_layer=6, d_state=64, d_conv=4, expand=2,
+    "mamba2-ref": dict(arch="mamba2", d_model=256, n_layer=5, d_state=64, d_conv=4, expand=2,
                        headdim=32, ngroups=2, chunk_size=128),
 }
 

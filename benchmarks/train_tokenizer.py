@@ -128,6 +128,7 @@ def verify_tokenizer(out_dir: Path, samples: Sequence[str]) -> dict:
     except ImportError:
         report["transformers"] = "not installed; skipped"
         return report
+    transformers.logging.set_verbosity_error()  # long probe documents exceed model_max_length: fine here
     hf = transformers.AutoTokenizer.from_pretrained(str(out_dir))
     report["transformers"] = transformers.__version__
     report["transformers_class"] = type(hf).__name__

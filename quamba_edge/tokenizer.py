@@ -126,6 +126,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         tok_file, folder = p, p.parent
     else:
         tok_file, folder = p / "tokenizer.json", p
+        shared = bundled_assets_dir() / "tokenizer"
+        if not tok_file.is_file() and p.parent == bundled_assets_dir() and shared.is_dir():
+            # bundled models share one tokenizer folder (kept once to stay inside the asset budget)
+            tok_file, folder = shared / "tokenizer.json", shared
     if not tok_file.is_file():
         raise FileNotFoundError(
             f"no tokenizer.json in {folder}; save one there (e.g. transformers' "

@@ -4,7 +4,8 @@ Both hold the same weights and scales; the simulation computes with float matmul
 weights and the FP scan / SSD, the quantized model with the integer reference ops. They differ only
 by float operation order, which can move an int8 activation by one step when a value sits within fp32
 rounding of a quantization boundary. Tolerance: relative L2 error of the logits < 5e-3 and
-max |diff| < 2 % of max |logit| (observed on these models: ~1e-7 in most combinations, ~3e-3 where one int8 value flips).
+max |diff| < 2 % of max |logit| (observed on these models: ~1e-7 in most combinations, ~3e-3
+where one int8 value flips).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def _fp(arch):
         for p in m.parameters():
             p.add_(0.02 * torch.randn_like(p))
     return m
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and does not thrash when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

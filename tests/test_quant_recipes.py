@@ -9,12 +9,12 @@ groups). Calibration: 4 random-token samples of 32 tokens.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
 
+from quamba_edge import ops
 from quamba_edge.models import MambaConfig, MambaLM
 from quamba_edge.quant.qconfig import QuantConfig
 from quamba_edge.quant.qlm import QuantMambaLM
@@ -40,6 +40,15 @@ def _fp_model(arch: str) -> MambaLM:
         for p in m.parameters():
             p.add_(0.02 * torch.randn_like(p))
     return m
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and does not thrash when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +169,13 @@ def test_group_tables_and_baseline_configs(quantized):
     mixer = g.layers[0].mixer
     assert mixer.x_out_scale.shape == (2, 4, 4) and mixer.ssm_state_scale.shape == (2, 4, 4, 16)
     assert sorted(mixer.channel_index.tolist()) == list(range(192))  # recorded reorder permutation
+    # the per-channel expansion the mixer feeds the ops is quamba_edge.ops.scales' definition
+    hg, cg = qc.head_groups[0], qc.channel_groups[0]
+    assert torch.equal(mixer.x_channel_scales(),
+                       ops.expand_head_channel_scales(mixer.x_out_scale, hg, cg, 12, 16))
+    assert torch.equal(mixer.state_channel_scales(),
+                       ops.expand_head_channel_state_scales(mixer.ssm_state_scale, hg, cg, 12, 16))
+    assert type(mixer.in_proj).__name__ == "W8A8SegmentLinear" and mixer.in_proj.weight_scale.shape == (5,)
     base = quantized[("quamba2", "w8a8", "mamba2", (("group_heads", False),))].quant_config
     assert not base.group_heads and base.head_groups is None and base.percentile_alpha == 0.9995
     v1 = quantized[("quamba", "w8a8", "mamba1", ())]

@@ -57,6 +57,7 @@ __all__ = [
     "FPLinear",
     "QuantEmbedding",
     "QuantAddRMSNorm",
+    "QuantRMSNorm",
     "as_scale",
     "online_hadamard_matrix",
 ]
@@ -435,3 +436,7 @@ class QuantAddRMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.d}, eps={self.eps}, out={'int8' if self.quantize_output else 'fp'}"
+
+
+#: The block / final norm with the fused residual add (spec D.3 item 1); alias.
+QuantRMSNorm = QuantAddRMSNorm

@@ -35,7 +35,7 @@ from ..models.config import MambaConfig
 from ..ops.scales import head_channel_index
 from .gptq import GPTQResult
 from .qconfig import QuantConfig
-from .qlinear import W4A8Linear, W4A16Linear, W8A8Linear, as_scale
+from .qlinear import W4A8Linear, W4A16Linear, W8A8Linear, W8A8SegmentLinear, as_scale
 from .qmamba1 import (
     FPConv1d,
     QuantCausalConv1d,
@@ -109,8 +109,8 @@ class QMamba2Mixer(nn.Module):
             self.register_buffer("_j_idx", ji.to(device), persistent=False)
             m, nn_ = len(hg[0]), len(cg[0][0])
             if qc.w_bits == 8:
-                self.in_proj = W8A8Linear(d, config.in_proj_dim, out_int8=True, segments=self.in_segments,
-                                          bias=config.bias, **fk)
+                self.in_proj = W8A8SegmentLinear(d, config.in_proj_dim, self.in_segments, out_int8=True,
+                                                 bias=config.bias, **fk)
                 self.out_proj = W8A8Linear(e, d, out_int8=False, bias=config.bias, **fk)
             else:
                 self.in_proj = W4A8Linear(d, config.in_proj_dim, gs, out_int8=True, segments=self.in_segments,
@@ -299,7 +299,7 @@ class QMamba2Mixer(nn.Module):
                                sl.get("dt_act", "dt_act:input").reshape(())])
         s_y = sl.get("out_proj:input")
         if qc.w_bits == 8:
-            m.in_proj = W8A8Linear.from_float(fp_mixer.in_proj, s_in, seg_out, segments=m.in_segments)
+            m.in_proj = W8A8SegmentLinear.from_float(fp_mixer.in_proj, s_in, seg_out, segments=m.in_segments)
             m.out_proj = W8A8Linear.from_float(w_out, s_y, None, bias=b_out)
         else:
             m.in_proj = W4A8Linear.from_float(fp_mixer.in_proj, s_in, seg_out, gptq.get(prefix + "in_proj"),
