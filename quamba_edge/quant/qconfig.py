@@ -69,6 +69,10 @@ class QuantConfig:
     residual_rotation: bool | None = None  # default: quamba2 True, quamba False
     out_proj_hadamard: bool = True  # online Hadamard on the out_proj input (both recipes)
     group_heads: bool | None = None  # Mamba2 A8 sort-and-cluster; default True for quamba2/mamba2/A8
+    #: Mamba2 A8: B / C after the conv (SSM inputs) with one scale per SSD group (spec C.5, True) or one
+    #: per-tensor scale (False). None = ``group_heads`` (Quamba2's grouped calibration uses per-group
+    #: B/C; HEAD's percentile path, group_heads=False, per-tensor). Ablation knob (Q2-paper Table 8).
+    bc_per_group: bool | None = None
     nhead_groups: int = 4
     ndim_groups: int = 4
     fp_dtype: str = "float16"  # storage dtype of every tensor kept in floating point
@@ -117,6 +121,12 @@ class QuantConfig:
         if self.group_heads and v1:
             raise ValueError("recipe 'quamba' has no sort-and-cluster; use recipe 'quamba2' with "
                              "group_heads=True")
+        if self.bc_per_group is None:
+            self.bc_per_group = bool(self.group_heads)
+        self.bc_per_group = bool(self.bc_per_group)
+        if self.bc_per_group and (self.arch != "mamba2" or self.a_bits != 8):
+            raise ValueError("bc_per_group (per-SSD-group B/C scales) applies to mamba2 with 8-bit "
+                             "activations only")
         if self.group_size != -1 and self.group_size <= 0:
             raise ValueError(f"group_size must be positive or -1, got {self.group_size}")
         if self.nhead_groups < 1 or self.ndim_groups < 1:

@@ -13,7 +13,8 @@ A8 path (W8A8 / W4A8), every arrow an op of ``quamba_edge.ops``::
 
 Without sort-and-cluster (``group_heads=False``, the "Quamba on Mamba2" baseline, or the ``quamba``
 recipe) the group tables are the trivial m = n = 1 ones, so the same buffers hold per-tensor scales
-(G equal entries).
+(G equal entries). Likewise ``B_out_scale`` / ``C_out_scale`` ``[G]`` hold per-SSD-group scales
+(``QuantConfig.bc_per_group``) or one per-tensor scale repeated G times.
 
 W4A16 path: fp activations; W4A16 in_proj / out_proj; FP conv, SSD and gated norm; fp16 states.
 

@@ -12,7 +12,8 @@
    ``quamba``: percentile alpha (0.99999) on the SSM input x, min-max elsewhere, no state scale;
    ``quamba2`` Mamba1 and Mamba2 with ``group_heads=False``: percentile alpha (0.9995) on x and on the
    SSM state; ``quamba2`` Mamba2 with ``group_heads``: cross-head x scales, per-SSD-group B/C, grouped
-   state scales, min-max elsewhere. W4A16: no activation calibration.
+   state scales, min-max elsewhere. Mamba2 B / C after the conv: per SSD group when ``bc_per_group``
+   (default: ``group_heads``), else one per-tensor min-max scale. W4A16: no activation calibration.
 5. The Hadamard matrices are already fused into the weights (``HadamardLinear.linear`` holds ``W·Mᵀ``).
 6. (W4, ``gptq=True``) GPTQ, sequential layer by layer: the inputs of layer i come from layers 0..i-1
    whose in_proj / out_proj already carry their GPTQ weights; activations are not quantized; in_proj
@@ -71,6 +72,9 @@ def calibration_plan(qc: QuantConfig, reorder_infos: Sequence[Any] | None = None
         plan = CalibrationPlan.quamba_v1(qc.arch)
     else:
         plan = CalibrationPlan.quamba_percentile(qc.arch, alpha)
+    if qc.arch == "mamba2":  # B / C after the conv: per SSD group (spec C.5) or per tensor
+        bc = ObserverSpec("per_ssd_group") if qc.bc_per_group else ObserverSpec("minmax")
+        plan.points["B_conv_out"] = plan.points["C_conv_out"] = bc
     x_point = "x_proj:input" if qc.arch == "mamba1" else "x_conv_out"
     if plan.points[x_point].kind == "percentile":
         plan.points[x_point] = ObserverSpec("percentile", alpha)
@@ -167,8 +171,8 @@ def quantize_model(model: nn.Module, recipe: str, bits: str, calib: Sequence[Ten
     sort-and-cluster statistics). ``gptq_calib``: GPTQ samples (spec F.4: separate data; default:
     ``calib``). ``options``: QuantConfig fields (``percentile_alpha``, ``group_size``, ``gptq``,
     ``gptq_damp``, ``quantize_embedding``, ``quantize_lm_head``, ``ssm_state_bits``,
-    ``residual_rotation``, ``out_proj_hadamard``, ``group_heads``, ``nhead_groups``, ``ndim_groups``,
-    ``fp_dtype``, ``meta``). ``progress``: tqdm bars. Valid combinations: :data:`RECIPES`.
+    ``residual_rotation``, ``out_proj_hadamard``, ``group_heads``, ``bc_per_group``, ``nhead_groups``,
+    ``ndim_groups``, ``fp_dtype``, ``meta``). ``progress``: tqdm bars. Valid combinations: :data:`RECIPES`.
     """
     from .calibrate import collect_scales
 
