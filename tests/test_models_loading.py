@@ -315,3 +315,22 @@ def test_tokenizer_module_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
+
+
+def test_saved_checkpoint_follows_umask(tmp_path):
+    """Atomic writes go through mkdtemp (0700) and safetensors (0600); the result must be readable
+    like any file the user creates (e.g. by the account that runs the app on the device)."""
+    import os
+    import stat
+
+    from quamba_edge.models import MambaConfig, MambaLM, save_model
+
+    old = os.umask(0o022)
+    try:
+        out = save_model(MambaLM(MambaConfig(arch="mamba1", d_model=16, n_layer=1, vocab_size=32)),
+                         tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+    for f in out.iterdir():
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o644, f.name

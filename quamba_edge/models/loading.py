@@ -22,6 +22,7 @@ from typing import Literal, Mapping
 import torch
 from torch import Tensor
 
+from .._fs import apply_umask_permissions
 from ..tokenizer import resolve_model_dir
 from .config import MambaConfig
 from .lm import MambaLM
@@ -260,6 +261,7 @@ def _write_atomically(target: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
+        apply_umask_permissions(tmp)
         if not target.exists():
             os.replace(tmp, target)
             return

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from quamba_edge import __version__
+from quamba_edge._fs import apply_umask_permissions
 from quamba_edge.models.config import MambaConfig
 from quamba_edge.models.loading import CheckpointError
 from quamba_edge.tokenizer import resolve_model_dir
@@ -174,6 +175,7 @@ def write_dir_atomically(target: str | os.PathLike, write: Callable[[Path], None
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         write(tmp)
+        apply_umask_permissions(tmp)
         for p in tmp.rglob("*"):
             if p.is_file():
                 _fsync(p)
