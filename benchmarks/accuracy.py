@@ -45,7 +45,6 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import shlex
 import subprocess
@@ -261,7 +260,6 @@ def activation_stats(model, samples: Sequence) -> dict[str, Any]:
 
 
 def run_model(name: str, st: Settings, t0: float, only: Sequence[str] | None = None) -> dict[str, Any]:
-    import torch
 
     from quamba_edge.models import load_model, load_tokenizer
     from quamba_edge.quant.calibration import load_gptq_samples, load_samples

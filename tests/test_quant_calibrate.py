@@ -16,14 +16,6 @@ from quamba_edge.quant.rotation import HadamardLinear, fuse_norms, rotate_out_pr
 VOCAB = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(arch: str, seed: int = 0, **kw) -> MambaLM:
     torch.manual_seed(seed)
     model = MambaLM(MambaConfig(arch=arch, n_layer=2, vocab_size=VOCAB, **kw)).float().eval()

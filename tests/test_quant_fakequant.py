@@ -36,15 +36,6 @@ def _fp(arch):
     return m
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and does not thrash when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def fps():
     return {a: _fp(a) for a in ("mamba1", "mamba2")}

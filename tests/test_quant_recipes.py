@@ -42,15 +42,6 @@ def _fp_model(arch: str) -> MambaLM:
     return m
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and does not thrash when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def fp_models():
     return {a: _fp_model(a) for a in ("mamba1", "mamba2")}

@@ -19,14 +19,6 @@ from quamba_edge.quant.reorder import (
 from quamba_edge.quant.rotation import fuse_norms, rotate_out_proj_input, rotate_residual
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (much slower on a busy 2-core CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 VOCAB = 64
 TOL = 1e-5
 
