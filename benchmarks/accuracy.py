@@ -47,7 +47,6 @@ import json
 import math
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,6 +54,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_info  # noqa: E402
+
 TEXT_DIR = ROOT / "quamba_edge" / "assets" / "text"
 CALIB_TXT = TEXT_DIR / "calib.txt"
 EVAL_TXT = TEXT_DIR / "eval.txt"
@@ -140,19 +142,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def git_info() -> dict[str, Any]:
-    def git(*a: str) -> str | None:
-        try:
-            r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    head = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain")
-    return {"commit": head or "unknown", "dirty": bool(status) if status is not None else None}
 
 
 # ---- data -----------------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_info  # noqa: E402
+
 ASSETS = ROOT / "quamba_edge" / "assets"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -60,8 +62,7 @@ def install(run_dir: Path, name: str) -> None:
         shutil.copyfile(src / f, dst / f)
         (dst / f).chmod(0o644)
     if log.get("commit", "unknown") == "unknown":  # the GPU machine gets a working tree without .git
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-        log["commit"] = f"working tree on top of {head.stdout.strip()} (recorded at install)"
+        log["commit"] = f"working tree on top of {git_info()['commit']} (recorded at install)"
     log["installed_weights_sha256"] = sha256(dst / "model.safetensors")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"training_{name}.json").write_text(json.dumps(log, indent=2) + "\n")

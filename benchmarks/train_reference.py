@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -30,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_info  # noqa: E402
 from quamba_edge.models import MambaConfig, MambaLM, save_model  # noqa: E402
 
 # The two reference architectures. Sizes are bounded by the repo's asset budget (all bundled model
@@ -86,14 +87,6 @@ def lr_at(frac: float, peak: float, warmup_frac: float, floor: float = 0.1) -> f
         return peak * frac / warmup_frac
     t = min(1.0, (frac - warmup_frac) / (1 - warmup_frac))
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: str(v) for k, v in vars(args).items()},
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
-        "commit": git_commit(),
+        "commit": git_info()["commit"],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "tokens_meta": meta,

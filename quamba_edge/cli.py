@@ -71,14 +71,14 @@ def _tokenizer_dir(model_dir, explicit: str | None):
     """--tokenizer, else the model directory, else the bundled tokenizer (quamba_edge/assets/tokenizer)."""
     from pathlib import Path
 
-    from quamba_edge.tokenizer import bundled_assets_dir
+    from quamba_edge.tokenizer import bundled_assets_dir, tokenizer_dir
 
     if explicit:
         p = Path(explicit).expanduser()
         if not (p.is_file() or (p / "tokenizer.json").is_file()):
             raise FileNotFoundError(f"--tokenizer {explicit}: no tokenizer.json there")
         return p
-    for cand in (model_dir, bundled_assets_dir() / "tokenizer"):
+    for cand in (tokenizer_dir(Path(model_dir)), bundled_assets_dir() / "tokenizer"):
         if (cand / "tokenizer.json").is_file():
             return cand
     raise FileNotFoundError(f"no tokenizer.json in {model_dir} and no bundled tokenizer; pass --tokenizer DIR")

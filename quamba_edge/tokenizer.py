@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["Tokenizer", "load_tokenizer", "resolve_model_dir", "bundled_assets_dir"]
+__all__ = ["Tokenizer", "load_tokenizer", "resolve_model_dir", "bundled_assets_dir", "tokenizer_dir"]
 
 
 def bundled_assets_dir() -> Path:
@@ -114,6 +114,16 @@ class Tokenizer:
                 f"eos={self.eos_token_id}, pad={self.pad_token_id})")
 
 
+def tokenizer_dir(model_dir: Path) -> Path:
+    """The folder holding a model directory's tokenizer: the directory itself, or, for a bundled model
+    without its own copy, the shared ``assets/tokenizer`` (kept once to stay inside the asset budget)."""
+    shared = bundled_assets_dir() / "tokenizer"
+    if (not (model_dir / "tokenizer.json").is_file() and model_dir.parent == bundled_assets_dir()
+            and (shared / "tokenizer.json").is_file()):
+        return shared
+    return model_dir
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Load the tokenizer of a local model directory, a tokenizer.json file, or a bundled model name.
 
@@ -125,11 +135,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if p.is_file():
         tok_file, folder = p, p.parent
     else:
-        tok_file, folder = p / "tokenizer.json", p
-        shared = bundled_assets_dir() / "tokenizer"
-        if not tok_file.is_file() and p.parent == bundled_assets_dir() and shared.is_dir():
-            # bundled models share one tokenizer folder (kept once to stay inside the asset budget)
-            tok_file, folder = shared / "tokenizer.json", shared
+        folder = tokenizer_dir(p)
+        tok_file = folder / "tokenizer.json"
     if not tok_file.is_file():
         raise FileNotFoundError(
             f"no tokenizer.json in {folder}; save one there (e.g. transformers' "

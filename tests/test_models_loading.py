@@ -334,3 +334,14 @@ def test_saved_checkpoint_follows_umask(tmp_path):
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
     for f in out.iterdir():
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o644, f.name
+
+
+def test_bundled_models_load_with_the_shared_tokenizer():
+    """Bundled models keep no tokenizer copy; by name they get assets/tokenizer, offline."""
+    from quamba_edge.models import load_tokenizer
+    from quamba_edge.tokenizer import bundled_assets_dir, tokenizer_dir
+
+    for name in ("mamba1-ref", "mamba2-ref"):
+        assert tokenizer_dir(bundled_assets_dir() / name) == bundled_assets_dir() / "tokenizer"
+        tok = load_tokenizer(name)
+        assert tok.vocab_size == 8192 and tok.decode(tok.encode("state space")) == "state space"
