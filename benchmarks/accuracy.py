@@ -147,17 +147,6 @@ def cpu_name() -> str:
 # ---- data -----------------------------------------------------------------------------------------
 
 
-def eval_tokens(tok, path: Path = EVAL_TXT):
-    """The evaluation stream exactly as ``quamba-edge eval --ppl`` builds it: the documents joined with
-    blank lines and tokenized as one string."""
-    import torch
-
-    from quamba_edge.quant.calibration import read_documents
-
-    _, docs = read_documents(path)
-    return torch.tensor(tok.encode("\n\n".join(docs)), dtype=torch.long)
-
-
 def evaluate(model, windows, chunk: int) -> dict[str, Any]:
     """``evaluate.perplexity`` over ``windows`` [n, w] in chunks of ``chunk`` windows (one batch each);
     the totals equal one call over all windows, the per-chunk NLL sums give paired error bars."""
@@ -252,13 +241,13 @@ def run_model(name: str, st: Settings, t0: float, only: Sequence[str] | None = N
 
     from quamba_edge.models import load_model, load_tokenizer
     from quamba_edge.quant.calibration import load_gptq_samples, load_samples
-    from quamba_edge.quant.evaluate import make_windows
+    from quamba_edge.quant.evaluate import make_windows, text_token_ids
     from quamba_edge.quant.recipes import quantize_model
 
     fp = load_model(name).eval()
     arch = fp.config.arch
     tok = load_tokenizer(name)
-    ids = eval_tokens(tok)
+    ids = text_token_ids(EVAL_TXT, tok)
     windows = make_windows(ids, st.eval_window, st.eval_windows)
     calib = load_samples(CALIB_TXT, tok, st.calib_samples, st.calib_len, seed=st.seed)
     gptq = load_gptq_samples(CALIB_TXT, tok, st.gptq_samples, st.gptq_len, seed=st.seed)

@@ -243,17 +243,6 @@ def _load_any(path: str, device, dtype: str):
     return model, desc, model_dir, model.config
 
 
-def _eval_tokens(source: str, tok):
-    """Token ids of a text source: the documents (calibration.read_documents: .txt blank-line separated,
-    .jsonl "text" fields, or a cached HF dataset) joined with blank lines, tokenized as one string."""
-    import torch
-
-    from quamba_edge.quant.calibration import read_documents
-
-    _, docs = read_documents(source)
-    return torch.tensor(tok.encode("\n\n".join(docs)), dtype=torch.long)
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
     import time
 
@@ -280,10 +269,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result: dict = {"model": desc}
 
     if args.ppl:
-        from quamba_edge.quant.evaluate import format_perplexity, perplexity
+        from quamba_edge.quant.evaluate import format_perplexity, perplexity, text_token_ids
 
         t = time.perf_counter()
-        ids = _eval_tokens(args.ppl, tok)
+        ids = text_token_ids(args.ppl, tok)
         r = perplexity(model, ids, window=args.window, max_windows=args.max_windows,
                        batch_size=args.batch_size)
         r["seconds"] = round(time.perf_counter() - t, 3)

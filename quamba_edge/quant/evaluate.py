@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
@@ -76,6 +77,16 @@ def make_windows(token_ids: Tensor, window: int, max_windows: int | None = None)
     if max_windows is not None:
         count = min(count, max_windows)
     return ids[: count * window].reshape(count, window)
+
+
+def text_token_ids(source: str | Path, tokenizer: Any) -> Tensor:
+    """Token ids of a text source for perplexity: the documents (``calibration.read_documents``: .txt
+    blank-line separated, .jsonl "text" fields, or a cached HF dataset) joined with blank lines and
+    tokenized as one string. ``quamba-edge eval --ppl`` and benchmarks/accuracy.py both score this."""
+    from .calibration import read_documents
+
+    _, docs = read_documents(source)
+    return torch.tensor(tokenizer.encode("\n\n".join(docs)), dtype=torch.long)
 
 
 @torch.no_grad()
