@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._tracing import exporting
+
 from .config import MambaConfig
 from .ssm import causal_conv1d, selective_scan, selective_state_update
 
@@ -87,7 +89,9 @@ class Mamba1Mixer(nn.Module):
         """
         bsz, seqlen, _ = hidden.shape
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
-        decode = seqlen == 1 and conv_state is not None and ssm_state is not None
+        # export: one graph for every L (the custom node handles L = 1), so no branch on the length
+        decode = (not exporting() and seqlen == 1 and conv_state is not None
+                  and ssm_state is not None)
         x, new_conv = self._conv(x, conv_state)
         x = self.x_conv_out(x)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._tracing import exporting
+
 from .config import MambaConfig
 from .ssm import causal_conv1d, gated_rms_norm, mamba2_dt, ssd_chunked, ssd_state_update
 
@@ -117,7 +119,10 @@ class Mamba2Mixer(nn.Module):
         x, B, C = xBC.split([e, gn, gn], dim=-1)
         x, B, C = self.x_conv_out(x), self.B_conv_out(B), self.C_conv_out(C)
         g, n = self.ngroups, self.d_state
-        if seqlen == 1 and conv_state is not None and ssm_state is not None:
+        # export: one graph for every L (the custom node handles L = 1), so no branch on the length
+        decode = (not exporting() and seqlen == 1 and conv_state is not None
+                  and ssm_state is not None)
+        if decode:
             y, new_ssm = self._ssm_step(x.reshape(bsz, h, p), dt[:, 0], B.reshape(bsz, g, n),
                                         C.reshape(bsz, g, n), ssm_state)
         else:

@@ -14,22 +14,24 @@ non-positive segment sums, so nothing overflows however long the sequence or lar
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor
 
+from .._tracing import exporting
+
 __all__ = [
     "causal_conv1d",
+    "gated_rms_norm",
+    "mamba2_dt",
+    "rms_norm",
     "selective_scan",
     "selective_state_update",
     "ssd_chunked",
     "ssd_state_update",
-    "rms_norm",
-    "gated_rms_norm",
-    "mamba2_dt",
 ]
 
 
@@ -177,6 +179,10 @@ def selective_scan(
     Algorithm: a loop over chunks carries the state; inside a chunk the carried state is folded into
     the first token's input and a log-depth scan (:func:`_scan_in_chunk`) gives all the chunk's states.
     """
+    if exporting():  # one custom node (quamba_edge.ops.selective_scan)
+        from ..ops.selective_scan import emit_selective_scan
+
+        return emit_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     out_dtype = u.dtype
     with _fp32_region(u):
         cdt = _acc_dtype(u)
@@ -317,6 +323,10 @@ def ssd_chunked(
     the decay matrix ``exp(segsum(dt A))``; (2) every chunk's own end state; (3) a recurrence over chunks
     passes the states along; (4) the chunk's start state contributes ``exp(cumsum) * C S``.
     """
+    if exporting():  # one custom node (quamba_edge.ops.ssd)
+        from ..ops.ssd import emit_ssd
+
+        return emit_ssd(x, dt, A, B, C, chunk_size, D, initial_state)
     out_dtype = x.dtype
     with _fp32_region(x):
         cdt = _acc_dtype(x)

@@ -25,11 +25,18 @@ never fp32); float math in fp32.
 | QuantSSDStateUpdate        | quant_ssd_state_update         | quant_ssd_state_update.py       |
 | QuantGatedRMSNorm          | quant_gated_rms_norm           | quant_gated_rms_norm.py         |
 
+Float SSM nodes for the fp16 baseline and W4A16 models: ``SelectiveScan`` (selective_scan.py) and ``SSD``
+(ssd.py), whose references are the FP model's own ``quamba_edge.models.ssm`` functions.
+
+Every ONNX custom op has a ``RECORD`` (``registry.OpRecord``) at the end of its module: node name,
+inputs/outputs with dtypes and shape rules, attributes, plugin version, why it is custom, and the node
+implementation ONNX Runtime runs. ``registry.render_markdown()`` renders plugins/OPS.md from them.
+
 ``scales`` expands the compact Quamba2 scale tables (G x 4 x 4 head/channel groups, G SSD groups,
 per-segment scales) to the per-channel vectors these ops take.
 """
 
-from . import scales
+from . import registry, scales, selective_scan, ssd
 from .quant_add_rms_norm import quant_add_rms_norm
 from .quant_causal_conv1d import quant_causal_conv1d
 from .quant_embedding import quant_embedding
@@ -51,25 +58,26 @@ from .w4a16_linear import w4a16_dequantize, w4a16_linear
 from .w8a8_linear import w8a8_linear
 
 __all__ = [
-    "quant_add_rms_norm",
-    "w8a8_linear",
-    "w4a8_linear",
-    "w4a8_int8_weight",
-    "w4a16_linear",
-    "w4a16_dequantize",
-    "quant_hadamard",
+    "conv_channel_scales",
+    "expand_head_channel_scales",
+    "expand_head_channel_state_scales",
+    "expand_segment_scales",
+    "expand_ssd_group_scales",
     "hadamard",
-    "quant_embedding",
+    "quant_add_rms_norm",
     "quant_causal_conv1d",
+    "quant_embedding",
+    "quant_gated_rms_norm",
+    "quant_hadamard",
     "quant_selective_scan",
     "quant_selective_state_update",
     "quant_ssd",
     "quant_ssd_state_update",
-    "quant_gated_rms_norm",
+    "registry",
     "scales",
-    "expand_head_channel_scales",
-    "expand_head_channel_state_scales",
-    "expand_ssd_group_scales",
-    "expand_segment_scales",
-    "conv_channel_scales",
+    "w4a8_int8_weight",
+    "w4a8_linear",
+    "w4a16_dequantize",
+    "w4a16_linear",
+    "w8a8_linear",
 ]

@@ -4,23 +4,22 @@ Spec: shared/spec/quamba.md B.1 (FusedRMSNorm), C.9 (QRMSNorm), D.3 item 1, pitf
 norm before an A8 lm_head is this op with an int8 output).
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from ._common import Scale, f32, quantize_int8
+from .registry import Attr, OpRecord, Port, emit, exporting, register
 
 
 def quant_add_rms_norm(
     hidden: torch.Tensor,
-    residual: Optional[torch.Tensor],
-    weight: Optional[torch.Tensor],
+    residual: torch.Tensor | None,
+    weight: torch.Tensor | None,
     eps: float,
-    out_scale: Optional[Scale],
+    out_scale: Scale | None,
     residual_in_fp32: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual add, RMSNorm over the last dimension, optional int8 quantization.
@@ -50,6 +49,8 @@ def quant_add_rms_norm(
       4. ``y = (s * rstd) * float32(weight)``  (no multiply when weight is None).
       5. int8 output: ``q = clamp(round_half_even(y / out_scale), -128, 127)``.
     """
+    if out_scale is not None and exporting():  # torch.onnx.export: one custom node (RECORD below)
+        return _emit(hidden, residual, weight, eps, out_scale)
     s = hidden.to(torch.float32)
     if residual is not None:
         s = s + residual.to(torch.float32)
@@ -63,3 +64,37 @@ def quant_add_rms_norm(
     if out_scale is None:
         return y, residual_out
     return quantize_int8(y, f32(out_scale)), residual_out
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(hidden: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, out_scale: torch.Tensor, *,
+          eps: float, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    return quant_add_rms_norm(hidden, residual, weight, eps, out_scale, residual_in_fp32=True)
+
+
+RECORD = register(OpRecord(
+    name="QuantAddRMSNorm",
+    inputs=(Port("hidden", "T", "[B, L, d]"),
+            Port("residual", "float32", "[B, L, d]", "zeros for the first block"),
+            Port("weight", "float32", "[d]"), Port("out_scale", "float32", "[]")),
+    outputs=(Port("y", "int8", "[B, L, d]"), Port("residual_out", "float32", "[B, L, d]")),
+    attrs=(Attr("eps", "float", None),),
+    reason="Residual add + RMSNorm + static int8 quantization fused in one pass (the residual stream stays "
+           "fp32); ONNX has no fused form and TensorRT would not fuse the quantize into its norm. The "
+           "float-output norm (W4A16, fp16) is exported as standard ONNX ops.",
+    reference="quamba_edge.ops.quant_add_rms_norm",
+    impl=_node,
+    kernel="quant_add_rms_norm.cu",
+))
+
+
+def _emit(hidden, residual, weight, eps, out_scale):
+    if out_scale is None:
+        raise ValueError("QuantAddRMSNorm exports with an int8 output only (a float norm is standard ONNX)")
+    d = hidden.shape[-1]
+    residual = torch.zeros_like(hidden, dtype=torch.float32) if residual is None else residual
+    weight = torch.ones(d) if weight is None else weight
+    return emit("QuantAddRMSNorm", [hidden, residual, weight, out_scale], {"eps": float(eps)},
+                shapes=[hidden.shape, hidden.shape])

@@ -14,16 +14,15 @@ constant memory) as long as they compute the same per-channel values. The three-
 Mamba2 output into x, B and C is a view the caller takes of the [B, L, E + 2GN] result.
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from ._common import Scale, check_int8, f32, quantize_int8
 from ._common import silu as _silu
+from .registry import Attr, OpRecord, Port, emit, exporting, register
 
 
 def _per_channel(name: str, s: Scale, c: int, device: torch.device) -> torch.Tensor:
@@ -40,10 +39,10 @@ def quant_causal_conv1d(
     x_scale: Scale,
     w_q: torch.Tensor,
     w_scale: Scale,
-    b_q: Optional[torch.Tensor],
-    b_scale: Optional[Scale],
+    b_q: torch.Tensor | None,
+    b_scale: Scale | None,
     out_scale: Scale,
-    conv_state: Optional[torch.Tensor] = None,
+    conv_state: torch.Tensor | None = None,
     silu: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depthwise causal conv over time, channel by channel.
@@ -72,6 +71,8 @@ def quant_causal_conv1d(
       4. SiLU: ``y = y / (1 + exp(-y))``.
       5. ``q = clamp(round_half_even(y / out_scale[c]), -128, 127)``.
     """
+    if exporting():  # torch.onnx.export: one custom node (RECORD below)
+        return _emit(x_q, x_scale, w_q, w_scale, b_q, b_scale, out_scale, conv_state, silu)
     check_int8("x_q", x_q)
     check_int8("w_q", w_q)
     if x_q.dim() != 3:
@@ -103,3 +104,43 @@ def quant_causal_conv1d(
     y_q = quantize_int8(y, _per_channel("out_scale", out_scale, c, x_q.device)[:, None])
     new_state = xx[:, :, xx.shape[2] - (k - 1):].contiguous()
     return y_q.transpose(1, 2).contiguous(), new_state
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b_q: torch.Tensor,
+          b_scale: torch.Tensor, out_scale: torch.Tensor, conv_state: torch.Tensor, *, silu: int,
+          **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    return quant_causal_conv1d(x_q, x_scale, w_q, w_scale, b_q, b_scale, out_scale, conv_state, bool(silu))
+
+
+RECORD = register(OpRecord(
+    name="QuantCausalConv1d",
+    inputs=(Port("x_q", "int8", "[B, L, C]"), Port("x_scale", "float32", "[C]"),
+            Port("w_q", "int8", "[C, K]"), Port("w_scale", "float32", "[C]"),
+            Port("b_q", "int8", "[C] (zeros when the conv has no bias)"), Port("b_scale", "float32", "[C]"),
+            Port("out_scale", "float32", "[C]"), Port("conv_state", "int8", "[B, C, K-1]")),
+    outputs=(Port("y_q", "int8", "[B, L, C]"), Port("conv_state_out", "int8", "[B, C, K-1]")),
+    attrs=(Attr("silu", "int", 1),),
+    reason="int8 depthwise causal conv with an explicit conv state (prefill and L = 1 decode are one formula), "
+           "per-channel requantization and SiLU fused; ONNX Conv has no state and TensorRT's int8 conv "
+           "cannot carry per-segment output scales.",
+    reference="quamba_edge.ops.quant_causal_conv1d",
+    impl=_node,
+    kernel="quant_causal_conv1d.cu",
+))
+
+
+def _emit(x_q, x_scale, w_q, w_scale, b_q, b_scale, out_scale, conv_state, silu):
+    bsz, _, c = x_q.shape
+    k = w_q.shape[1]
+    dev = x_q.device
+    if b_q is None:
+        b_q, b_scale = torch.zeros(c, dtype=torch.int8), torch.zeros(c)
+    if conv_state is None:
+        conv_state = torch.zeros(bsz, c, k - 1, dtype=torch.int8, device=dev)
+    per = [_per_channel(n, s, c, dev) for n, s in (("x_scale", x_scale), ("w_scale", w_scale),
+                                                     ("b_scale", b_scale), ("out_scale", out_scale))]
+    return emit("QuantCausalConv1d", [x_q, per[0], w_q, per[1], b_q, per[2], per[3], conv_state],
+                {"silu": int(silu)}, shapes=[x_q.shape, [bsz, c, k - 1]])

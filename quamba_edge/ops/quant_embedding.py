@@ -5,13 +5,14 @@ Spec: shared/spec/quamba.md C.9 ("Embedding"), D.1 (``w8a16_embedding_lookup`` /
 business, the lookup only dequantizes).
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
 
 import torch
 
 from ._common import check_codes4, check_int8
+from .registry import Attr, OpRecord, Port, emit, register
 
 
 def quant_embedding(
@@ -49,3 +50,38 @@ def quant_embedding(
     ids = ids.to(torch.int64)
     rows = table[ids].to(torch.float32) - offset
     return rows * row_scale.to(torch.float32)[ids].unsqueeze(-1)
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, *, bits: int,
+          embedding_dim: int, **_: object) -> tuple[torch.Tensor]:
+    if bits == 4:
+        from ..quant.packing import unpack_int4
+
+        table = unpack_int4(table, embedding_dim)
+    return (quant_embedding(ids, table, row_scale, bits),)
+
+
+RECORD = register(OpRecord(
+    name="QuantEmbedding",
+    inputs=(Port("ids", "int64", "[B, L]"),
+            Port("table", "W", "[V, d] int8 (bits 8) or [V, ceil(d/2)] uint8 packed int4 (bits 4)"),
+            Port("row_scale", "float16", "[V]")),
+    outputs=(Port("out", "T", "[B, L, d]"),),
+    attrs=(Attr("bits", "int", None, "8 or 4"), Attr("embedding_dim", "int", None, "d")),
+    type_vars={"W": ("int8", "uint8")},
+    reason="Standard Gather cannot unpack int4 rows; one gather-and-dequantize kernel reads V/4..V/2 bytes "
+           "per row instead of a dequantized fp16 table.",
+    reference="quamba_edge.ops.quant_embedding",
+    impl=_node,
+    kernel="",
+))
+
+
+def emit_quant_embedding(ids, table, row_scale, bits, embedding_dim):
+    """Export form taking the stored table (int8, or *packed* int4 for bits 4)."""
+    (out,) = emit("QuantEmbedding", [ids, table, row_scale], {"bits": int(bits), "embedding_dim": int(embedding_dim)},
+                  shapes=[[*ids.shape, embedding_dim]], binding={"W": "int8" if bits == 8 else "uint8"})
+    return out

@@ -4,13 +4,14 @@ Spec: shared/spec/quamba.md A.3 step 7, C.7 (z int8 with ``z_act:output``; outpu
 is not fused), C.9 (``QRMSNormGated``), D.2 (``quant_normgated``), D.3 item 7.
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
 
 import torch
 
 from ._common import Scale, check_int8, f32, silu
+from .registry import Attr, OpRecord, Port, emit, exporting, register
 
 
 def quant_gated_rms_norm(
@@ -43,6 +44,8 @@ def quant_gated_rms_norm(
          ``rstd = 1 / sqrt(ms + eps)``.
       4. ``out = (v * rstd) * float32(weight)``; when norm_before_gate: ``out = out * g``.
     """
+    if exporting():  # torch.onnx.export: one custom node (RECORD below)
+        return _emit(y, z_q, z_scale, weight, eps, group_size, norm_before_gate)
     check_int8("z_q", z_q)
     e = y.shape[-1]
     if z_q.shape != y.shape:
@@ -59,4 +62,33 @@ def quant_gated_rms_norm(
     out = (vg * rstd).reshape(v.shape) * weight.to(torch.float32)
     if norm_before_gate:
         out = out * g
+    return out
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(y: torch.Tensor, z_q: torch.Tensor, z_scale: torch.Tensor, weight: torch.Tensor, *, eps: float,
+          group_size: int, norm_before_gate: int, **_: object) -> tuple[torch.Tensor]:
+    return (quant_gated_rms_norm(y, z_q, z_scale, weight, eps, group_size, bool(norm_before_gate)),)
+
+
+RECORD = register(OpRecord(
+    name="QuantGatedRMSNorm",
+    inputs=(Port("y", "T", "[B, L, E]"), Port("z_q", "int8", "[B, L, E]"), Port("z_scale", "float32", "[]"),
+            Port("weight", "float32", "[E]")),
+    outputs=(Port("out", "T", "[B, L, E]"),),
+    attrs=(Attr("eps", "float", None), Attr("group_size", "int", None, "channels per norm group"),
+           Attr("norm_before_gate", "int", 0)),
+    reason="Mamba2's gate (dequantize z, SiLU, multiply) and group-wise RMSNorm in one pass.",
+    reference="quamba_edge.ops.quant_gated_rms_norm",
+    impl=_node,
+    kernel="quant_gated_rms_norm.cu",
+))
+
+
+def _emit(y, z_q, z_scale, weight, eps, group_size, norm_before_gate):
+    (out,) = emit("QuantGatedRMSNorm", [y, z_q, z_scale, weight],
+                  {"eps": float(eps), "group_size": int(group_size), "norm_before_gate": int(norm_before_gate)},
+                  shapes=[y.shape])
     return out

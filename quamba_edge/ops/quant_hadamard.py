@@ -6,13 +6,14 @@ Spec: shared/spec/quamba.md B.3, C.2 (the only online transform: out_proj input,
 (the original kernel does not saturate; ours must clamp).
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
 
 import torch
 
 from ._common import Scale, f32, quantize_int8
+from .registry import Attr, OpRecord, Port, emit, exporting, register
 
 
 def _check(x: torch.Tensor, matrix: torch.Tensor) -> None:
@@ -52,4 +53,33 @@ def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> t
     (``FWHT(x) * ((1/sqrt(n)) / out_scale)``) differs by fp32 rounding only: int8 outputs agree within
     +-1 LSB.
     """
+    if exporting():  # torch.onnx.export: one custom node (RECORD below)
+        return _emit(x, matrix, out_scale)
     return quantize_int8(hadamard(x, matrix), f32(out_scale))
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(x: torch.Tensor, out_scale: torch.Tensor, *, size: int, **_: object) -> tuple[torch.Tensor]:
+    from ..quant.hadamard import hadamard_matrix
+
+    return (quant_hadamard(x, hadamard_matrix(size, device=x.device), out_scale),)
+
+
+RECORD = register(OpRecord(
+    name="QuantHadamard",
+    inputs=(Port("x", "T", "[B, L, n]"), Port("out_scale", "float32", "[]")),
+    outputs=(Port("y", "int8", "[B, L, n]"),),
+    attrs=(Attr("size", "int", None, "n = 2^k, 12*2^k or 40*2^k; the matrix is the one fused offline"),),
+    reason="The online Hadamard transform (fast Walsh-Hadamard for 2^k, a small dense factor for 12/40) "
+           "fused with int8 quantization; as a MatMul it would read an n x n matrix per token.",
+    reference="quamba_edge.ops.quant_hadamard",
+    impl=_node,
+    kernel="quant_hadamard.cu",
+))
+
+
+def _emit(x, matrix, out_scale):
+    (y,) = emit("QuantHadamard", [x, out_scale], {"size": int(matrix.shape[0])}, shapes=[x.shape])
+    return y

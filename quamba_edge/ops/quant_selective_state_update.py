@@ -6,16 +6,23 @@ the fp32 state before requantization), F.21 (one state dtype: int8 [B, E, N]), F
 prefill scales).
 """
 
-# registry record: added with the export issue
+# no registry record: not an ONNX node of its own. The QuantSelectiveScan node (and its plugin) runs this
+# op for L = 1.
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from ..models import ssm
-from ._common import Scale, dequant, dequant_A, dequant_state, one_token, requant_state, silu
+from ._common import (
+    Scale,
+    dequant,
+    dequant_A,
+    dequant_state,
+    one_token,
+    requant_state,
+    silu,
+)
 from .quant_selective_scan import mamba1_delta
 
 
@@ -30,14 +37,14 @@ def quant_selective_state_update(
     B_scale: Scale,
     C_q: torch.Tensor,
     C_scale: Scale,
-    D_q: Optional[torch.Tensor],
-    D_scale: Optional[Scale],
-    z_q: Optional[torch.Tensor],
-    z_scale: Optional[Scale],
-    dt_bias_q: Optional[torch.Tensor],
-    dt_bias_scale: Optional[Scale],
+    D_q: torch.Tensor | None,
+    D_scale: Scale | None,
+    z_q: torch.Tensor | None,
+    z_scale: Scale | None,
+    dt_bias_q: torch.Tensor | None,
+    dt_bias_scale: Scale | None,
     state: torch.Tensor,
-    state_scale: Optional[Scale],
+    state_scale: Scale | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: ``h = exp(delta A) * h_prev + (delta u) B``; ``y = h . C + D u``; gate; requantize h.
 

@@ -6,16 +6,23 @@ C.5 (B/C per SSD group), C.6 (state scales G x 4 x 4 x N), C.7 (dt_bias stays fl
 is float after in-kernel dequantization), D.2 (``quant_ssd_combined``), pitfalls F.19, F.20, F.26.
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from ..models import ssm
-from ._common import Scale, dequant, dequant_A, dequant_state, f32, requant_state, softplus20
+from ._common import (
+    Scale,
+    dequant,
+    dequant_A,
+    dequant_state,
+    f32,
+    requant_state,
+    softplus20,
+)
+from .registry import Attr, OpRecord, Port, emit, exporting, register
 
 _INF = float("inf")
 
@@ -46,12 +53,12 @@ def quant_ssd(
     B_scale: Scale,
     C_q: torch.Tensor,
     C_scale: Scale,
-    D_q: Optional[torch.Tensor],
-    D_scale: Optional[Scale],
+    D_q: torch.Tensor | None,
+    D_scale: Scale | None,
     chunk_size: int,
     dt_limit: tuple[float, float] = (0.0, _INF),
-    state_in: Optional[torch.Tensor] = None,
-    state_scale: Optional[Scale] = None,
+    state_in: torch.Tensor | None = None,
+    state_scale: Scale | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba2 SSD over L tokens, continuing from ``state_in``.
 
@@ -90,6 +97,9 @@ def quant_ssd(
     Implemented by dequantizing and calling the FP reference ``quamba_edge.models.ssm.ssd_chunked``
     (which adds D).
     """
+    if exporting():  # torch.onnx.export: one custom node (RECORD below)
+        return _emit(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale,
+                     D_q, D_scale, chunk_size, dt_limit, state_in, state_scale)
     if x_q.dim() != 4:
         raise ValueError(f"x_q must be [B, L, H, P], got {tuple(x_q.shape)}")
     x = dequant(x_q, x_scale)
@@ -101,3 +111,66 @@ def quant_ssd(
     s0 = dequant_state(state_in, state_scale)
     y, s_last = ssm.ssd_chunked(x, delta, A, B, C, chunk_size, D=D, initial_state=s0)
     return y.to(torch.float32), requant_state(s_last, state_scale)
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale,
+          state_in, state_scale, *, chunk_size: int, dt_limit_lo: float, dt_limit_hi: float, **_: object):
+    """L = 1 takes the decode update (as the plugin does); a float state ignores ``state_scale``."""
+    sc = state_scale if state_in.dtype == torch.int8 else None
+    lim = (dt_limit_lo, dt_limit_hi)
+    if x_q.shape[1] == 1:
+        from .quant_ssd_state_update import quant_ssd_state_update
+
+        y, s = quant_ssd_state_update(x_q[:, 0], x_scale, dt_q[:, 0], dt_scale, dt_bias, A_log_q, A_log_scale,
+                                      B_q[:, 0], B_scale, C_q[:, 0], C_scale, D_q, D_scale, lim, state_in, sc)
+        y = y.unsqueeze(1)
+    else:
+        y, s = quant_ssd(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale,
+                         D_q, D_scale, chunk_size, lim, state_in, sc)
+    return y, s.to(state_in.dtype)
+
+
+_S = "float32"
+RECORD = register(OpRecord(
+    name="QuantSSD",
+    inputs=(Port("x_q", "int8", "[B, L, H, P]"), Port("x_scale", _S, "[H, P]"),
+            Port("dt_q", "int8", "[B, L, H]"), Port("dt_scale", _S, "[]"), Port("dt_bias", _S, "[H]"),
+            Port("A_log_q", "int8", "[H]"), Port("A_log_scale", _S, "[]"),
+            Port("B_q", "int8", "[B, L, G, N]"), Port("B_scale", _S, "[G]"),
+            Port("C_q", "int8", "[B, L, G, N]"), Port("C_scale", _S, "[G]"),
+            Port("D_q", "int8", "[H] (zeros when absent)"), Port("D_scale", _S, "[]"),
+            Port("state_in", "S", "[B, H, P, N]"),
+            Port("state_scale", _S, "[H, P, N] (int8 state); [] ignored (float state)")),
+    outputs=(Port("y", "T", "[B, L, H, P]"), Port("state_out", "S", "[B, H, P, N]")),
+    attrs=(Attr("chunk_size", "int", 256), Attr("dt_limit_lo", "float", 0.0),
+           Attr("dt_limit_hi", "float", float("inf"))),
+    type_vars={"S": ("int8", "T")},
+    reason="Mamba2's SSD is a chunked scan with state passing between chunks: not expressible in ONNX "
+           "without a length-dependent loop. One node serves prefill and L = 1 decode (the plugin runs "
+           "quant_ssd_state_update.cu for L = 1).",
+    reference="quamba_edge.ops.quant_ssd (+ quant_ssd_state_update for L = 1)",
+    impl=_node,
+    kernel="quant_ssd.cu",
+))
+
+
+def _emit(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale,
+          chunk_size, dt_limit, state_in, state_scale):
+    bsz, _, h, p = x_q.shape
+    g, n = B_q.shape[-2], B_q.shape[-1]
+    if D_q is None:
+        D_q, D_scale = torch.zeros(h, dtype=torch.int8), 0.0
+    int8_state = state_scale is not None
+    if state_in is None:
+        state_in = torch.zeros(bsz, h, p, n, dtype=torch.int8 if int8_state else torch.float32, device=x_q.device)
+    per_group = lambda s: f32(s).expand(g)
+    state_scale = f32(state_scale).expand(h, p, n) if int8_state else 1.0
+    return emit("QuantSSD",
+                [x_q, f32(x_scale).expand(h, p), dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q,
+                 per_group(B_scale), C_q, per_group(C_scale), D_q, D_scale, state_in, state_scale],
+                {"chunk_size": int(chunk_size), "dt_limit_lo": float(dt_limit[0]),
+                 "dt_limit_hi": float(dt_limit[1])},
+                shapes=[x_q.shape, [bsz, h, p, n]], binding={"S": "int8" if int8_state else "T"})

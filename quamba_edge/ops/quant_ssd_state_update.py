@@ -6,11 +6,9 @@ Spec: shared/spec/quamba.md C.6 (state scales), D.2 (``quamba2_sscan_update_trit
 reuses exactly the prefill scales).
 """
 
-# registry record: added with the export issue
+# no registry record: not an ONNX node of its own. The QuantSSD node (and its plugin) runs this op for L = 1.
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
@@ -31,11 +29,11 @@ def quant_ssd_state_update(
     B_scale: Scale,
     C_q: torch.Tensor,
     C_scale: Scale,
-    D_q: Optional[torch.Tensor],
-    D_scale: Optional[Scale],
+    D_q: torch.Tensor | None,
+    D_scale: Scale | None,
     dt_limit: tuple[float, float],
     state: torch.Tensor,
-    state_scale: Optional[Scale],
+    state_scale: Scale | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: ``S = exp(delta A) S_prev + (delta x) (outer) B``; ``y = S . C + D x``; requantize S.
 

@@ -108,7 +108,8 @@ def expand_segment_scales(scales: Union[torch.Tensor, Sequence[float]], sizes: S
     s = torch.as_tensor(scales, dtype=torch.float32)
     if s.shape != (len(sizes),):
         raise ValueError(f"{len(sizes)} segment sizes need {len(sizes)} scales, got {tuple(s.shape)}")
-    return s.repeat_interleave(_ints(list(sizes)))
+    # static sizes (python ints), so torch.export sees fixed shapes (a tensor of repeats is data-dependent)
+    return torch.cat([s[i].expand(int(n)) for i, n in enumerate(sizes)])
 
 
 def conv_channel_scales(

@@ -4,15 +4,14 @@ Spec: shared/spec/quamba.md C.8 ("W4: symmetric 4-bit, group size 128", "W4A16")
 (``w4a16o16_gemm``), pitfall F.15.
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from ._common import check_codes4
+from .registry import Attr, OpRecord, Port, emit, register
 from .w4a8_linear import expand_group_scales
 
 
@@ -28,7 +27,7 @@ def w4a16_linear(
     w_q4: torch.Tensor,
     s_group: torch.Tensor,
     group_size: int = 128,
-    bias: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``y = x @ W^T [+ bias]`` with ``W = (w_q4 - 8) * s_group``.
 
@@ -52,4 +51,39 @@ def w4a16_linear(
     y = torch.matmul(x.to(torch.float32), w.t())
     if bias is not None:
         y = y + bias.to(torch.float32)
+    return y
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *,
+          in_features: int, group_size: int, **_: object) -> tuple[torch.Tensor]:
+    from ..quant.packing import unpack_int4
+
+    return (w4a16_linear(x, unpack_int4(qweight, in_features), scale, group_size, bias),)
+
+
+RECORD = register(OpRecord(
+    name="W4A16Linear",
+    inputs=(Port("x", "T", "[B, L, K]"),
+            Port("qweight", "uint8", "[N, ceil(K/2)] int4 codes, offset binary, low nibble first"),
+            Port("scale", "float16", "[N, ceil(K/group_size)]"),
+            Port("bias", "float32", "[N] (zeros when the layer has none)")),
+    outputs=(Port("y", "T", "[B, L, N]"),),
+    attrs=(Attr("in_features", "int", None, "K"), Attr("group_size", "int", 128)),
+    reason="Kept custom in v1 so one fused int4 GEMV serves decode on every TensorRT version. The packing "
+           "equals ONNX UINT4 with zero point 8, so a standard blocked DequantizeLinear + MatMul lowering "
+           "is possible where TensorRT supports int4 weight-only DQ.",
+    reference="quamba_edge.ops.w4a16_linear",
+    impl=_node,
+))
+
+
+def emit_w4a16_linear(x, qweight, scale, group_size, bias, in_features):
+    """Export form taking the *packed* weight; see ``w4a16_linear``."""
+    n = qweight.shape[0]
+    bias = torch.zeros(n) if bias is None else bias
+    (y,) = emit("W4A16Linear", [x, qweight, scale, bias],
+                {"in_features": int(in_features), "group_size": int(group_size)}, shapes=[[*x.shape[:-1], n]])
     return y

@@ -4,15 +4,22 @@ Spec: shared/spec/quamba.md C.8 ("W4A8 kernel format"), D.1 (``w4a8o8_gemm`` / `
 pitfalls F.15, F.16 (W4A8 is a double quantization: int4 -> int8 inside the kernel).
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from ._common import Scale, acc_to_f32, check_codes4, check_int8, f32, int_matmul, quantize_int8
+from ._common import (
+    Scale,
+    acc_to_f32,
+    check_codes4,
+    check_int8,
+    f32,
+    int_matmul,
+    quantize_int8,
+)
+from .registry import Attr, OpRecord, Port, emit, register
 
 
 def expand_group_scales(s_group: torch.Tensor, k: int, group_size: int) -> torch.Tensor:
@@ -46,8 +53,8 @@ def w4a8_linear(
     s_group: torch.Tensor,
     s_channel: torch.Tensor,
     group_size: int = 128,
-    out_scale: Optional[Scale] = None,
-    bias: Optional[torch.Tensor] = None,
+    out_scale: Scale | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """int8 activation x int4 weight, int8 tensor-core semantics (Marlin-QQQ).
 
@@ -86,3 +93,45 @@ def w4a8_linear(
     if out_scale is None:
         return y
     return quantize_int8(y, f32(out_scale))
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(x_q: torch.Tensor, x_scale: torch.Tensor, qweight: torch.Tensor, s_group: torch.Tensor,
+          s_channel: torch.Tensor, bias: torch.Tensor, out_scale: torch.Tensor, *, in_features: int,
+          group_size: int, out_int8: int, **_: object) -> tuple[torch.Tensor]:
+    from ..quant.packing import unpack_int4
+
+    codes = unpack_int4(qweight, in_features)
+    return (w4a8_linear(x_q, x_scale, codes, s_group, s_channel, group_size,
+                        out_scale if out_int8 else None, bias),)
+
+
+RECORD = register(OpRecord(
+    name="W4A8Linear",
+    inputs=(Port("x_q", "int8", "[B, L, K]"), Port("x_scale", "float32", "[]"),
+            Port("qweight", "uint8", "[N, ceil(K/2)] int4 codes, offset binary, low nibble first"),
+            Port("s_group", "float16", "[N, ceil(K/group_size)]"), Port("s_channel", "float32", "[N]"),
+            Port("bias", "float32", "[N] (zeros when the layer has none)"),
+            Port("out_scale", "float32", "[N] (per row; ignored when out_int8 = 0)")),
+    outputs=(Port("y", "Y", "[B, L, N]"),),
+    attrs=(Attr("in_features", "int", None, "K"), Attr("group_size", "int", 128),
+           Attr("out_int8", "int", None, "1: int8 output, 0: float output")),
+    type_vars={"Y": ("int8", "T")},
+    reason="int4 weights x int8 activations (two-level Marlin-QQQ scales) has no ONNX or TensorRT form.",
+    reference="quamba_edge.ops.w4a8_linear",
+    impl=_node,
+))
+
+
+def emit_w4a8_linear(x_q, x_scale, qweight, s_group, s_channel, group_size, out_scale, bias, in_features):
+    """Export form taking the *packed* weight (``quant.packing.pack_int4``); see ``w4a8_linear``."""
+    n = qweight.shape[0]
+    bias = torch.zeros(n) if bias is None else bias
+    out_int8 = out_scale is not None
+    (y,) = emit("W4A8Linear", [x_q, x_scale, qweight, s_group, s_channel, bias,
+                               f32(1.0 if out_scale is None else out_scale).expand(n)],
+                {"in_features": int(in_features), "group_size": int(group_size), "out_int8": int(out_int8)},
+                shapes=[[*x_q.shape[:-1], n]], binding={"Y": "int8" if out_int8 else "T"})
+    return y

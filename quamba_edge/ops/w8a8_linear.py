@@ -4,15 +4,14 @@ Spec: shared/spec/quamba.md C.8 (W8: per-tensor weights, Mamba2 in_proj one scal
 D.1 (CUTLASS scaled_mm / GEMV), D.3 item 2, pitfall F.17.
 """
 
-# registry record: added with the export issue
+# registry record: RECORD at the end of this module
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from ._common import Scale, acc_to_f32, check_int8, f32, int_matmul, quantize_int8
+from .registry import Attr, OpRecord, Port, emit, exporting, register
 
 
 def w8a8_linear(
@@ -20,8 +19,8 @@ def w8a8_linear(
     x_scale: Scale,
     w_q: torch.Tensor,
     w_scale: Scale,
-    bias: Optional[torch.Tensor] = None,
-    out_scale: Optional[Scale] = None,
+    bias: torch.Tensor | None = None,
+    out_scale: Scale | None = None,
 ) -> torch.Tensor:
     """``y = (x_scale * x_q) @ (w_scale * w_q)^T [+ bias]`` with the integer product done exactly.
 
@@ -47,6 +46,8 @@ def w8a8_linear(
       3. ``y = float32(acc) * alpha``  (int to float: round to nearest even); then ``y = y + bias``.
       4. int8 output: ``q = clamp(round_half_even(y / out_scale), -128, 127)``.
     """
+    if exporting():  # torch.onnx.export: one custom node (RECORD below)
+        return _emit(x_q, x_scale, w_q, w_scale, bias, out_scale)
     check_int8("x_q", x_q)
     check_int8("w_q", w_q)
     if w_q.dim() != 2 or w_q.shape[1] != x_q.shape[-1]:
@@ -59,3 +60,39 @@ def w8a8_linear(
     if out_scale is None:
         return y
     return quantize_int8(y, f32(out_scale))
+
+
+# ---- registry record ---------------------------------------------------------------------------
+
+
+def _node(x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
+          bias: torch.Tensor, out_scale: torch.Tensor, *, out_int8: int, **_: object) -> tuple[torch.Tensor]:
+    return (w8a8_linear(x_q, x_scale, w_q, w_scale, bias, out_scale if out_int8 else None),)
+
+
+RECORD = register(OpRecord(
+    name="W8A8Linear",
+    inputs=(Port("x_q", "int8", "[B, L, K]"), Port("x_scale", "float32", "[]"),
+            Port("w_q", "int8", "[N, K]"), Port("w_scale", "float32", "[N] (per row)"),
+            Port("bias", "float32", "[N] (zeros when the layer has none)"),
+            Port("out_scale", "float32", "[N] (per row; ignored when out_int8 = 0)")),
+    outputs=(Port("y", "Y", "[B, L, N]"),),
+    attrs=(Attr("out_int8", "int", None, "1: int8 output, 0: float output"),),
+    type_vars={"Y": ("int8", "T")},
+    reason="Mamba2's in_proj needs five per-segment int8 output scales and exact int32 accumulation; a "
+           "Q/DQ MatMul quantizes activations per tensor only. (A per-tensor Q/DQ lowering for TensorRT's "
+           "own int8 GEMM is a candidate for a later version.)",
+    reference="quamba_edge.ops.w8a8_linear",
+    impl=_node,
+))
+
+
+def _emit(x_q, x_scale, w_q, w_scale, bias, out_scale):
+    n = w_q.shape[0]
+    row = lambda s: f32(s).expand(n)
+    bias = torch.zeros(n) if bias is None else bias
+    out_int8 = out_scale is not None
+    (y,) = emit("W8A8Linear", [x_q, x_scale, w_q, row(w_scale), bias, row(1.0 if out_scale is None else out_scale)],
+                {"out_int8": int(out_int8)}, shapes=[[*x_q.shape[:-1], n]],
+                binding={"Y": "int8" if out_int8 else "T"})
+    return y

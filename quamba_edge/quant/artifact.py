@@ -146,20 +146,23 @@ def _model_classes() -> tuple[type, type]:
 # ------------------------------------------------------------------------------------------------
 
 
-def check_output_dir(target: Path) -> None:
-    """An existing target may be replaced only if it is an empty directory or an artifact: never a
-    user's FP checkpoint or any other directory by mistake."""
+def check_output_dir(target: Path, replaceable: Callable[[Path], bool] | None = None,
+                     what: str = "quamba-edge artifact") -> None:
+    """An existing target may be replaced only if it is an empty directory or ``replaceable`` (default:
+    an artifact): never a user's FP checkpoint or any other directory by mistake."""
     if not target.exists() and not target.is_symlink():
         return
     if not target.is_dir() or target.is_symlink():
         raise FileExistsError(f"{target} exists and is not a directory; choose another --out")
-    if any(target.iterdir()) and not is_artifact(target):
+    if any(target.iterdir()) and not (replaceable or is_artifact)(target):
         raise FileExistsError(
-            f"{target} exists and is not a quamba-edge artifact; refusing to replace it "
+            f"{target} exists and is not a {what}; refusing to replace it "
             "(choose another output directory or remove it)")
 
 
-def write_dir_atomically(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def write_dir_atomically(target: str | os.PathLike, write: Callable[[Path], None],
+                         replaceable: Callable[[Path], bool] | None = None,
+                         what: str = "quamba-edge artifact") -> Path:
     """Create ``target`` as a directory whose files ``write(tmp_dir)`` produces, atomically.
 
     The files go into a temp dir ``.<name>.tmp-*`` beside the target and are fsync'ed (files, then the
@@ -171,7 +174,7 @@ def write_dir_atomically(target: str | os.PathLike, write: Callable[[Path], None
     target = Path(target).expanduser().absolute()
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    check_output_dir(target)
+    check_output_dir(target, replaceable, what)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         write(tmp)
@@ -181,7 +184,7 @@ def write_dir_atomically(target: str | os.PathLike, write: Callable[[Path], None
                 _fsync(p)
         _fsync(tmp)
         if target.exists():
-            check_output_dir(target)
+            check_output_dir(target, replaceable, what)
             old = parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)
             try:

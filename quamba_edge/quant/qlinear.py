@@ -27,14 +27,18 @@ the configs has the same buffer shapes.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops import registry
+from ..ops.quant_embedding import emit_quant_embedding
 from ..ops.scales import expand_segment_scales
+from ..ops.w4a8_linear import emit_w4a8_linear
+from ..ops.w4a16_linear import emit_w4a16_linear
 from .gptq import GPTQResult, rtn_quantize
 from .hadamard import hadamard_matrix
 from .packing import pack_int4, unpack_int4, w4a8_two_level_scales
@@ -50,14 +54,14 @@ from .quantize import (
 )
 
 __all__ = [
-    "W8A8Linear",
-    "W8A8SegmentLinear",
+    "FPLinear",
+    "QuantAddRMSNorm",
+    "QuantEmbedding",
+    "QuantRMSNorm",
     "W4A8Linear",
     "W4A16Linear",
-    "FPLinear",
-    "QuantEmbedding",
-    "QuantAddRMSNorm",
-    "QuantRMSNorm",
+    "W8A8Linear",
+    "W8A8SegmentLinear",
     "as_scale",
     "online_hadamard_matrix",
 ]
@@ -135,7 +139,7 @@ class W8A8Linear(nn.Module):
 
     @classmethod
     def from_float(cls, linear_or_weight, in_scale, out_scale=None, segments: Sequence[int] | None = None,
-                   bias: Tensor | None = None) -> "W8A8Linear":
+                   bias: Tensor | None = None) -> W8A8Linear:
         """Quantize the weight with absmax per tensor (or per output segment, spec C.8 / F.17).
         ``out_scale`` None -> fp32 output; else one scale (or one per segment) for the int8 output."""
         w, b = _weight_of(linear_or_weight)
@@ -219,6 +223,9 @@ class W4A8Linear(nn.Module):
         if self.output_scale is not None:
             out_scale = (self.output_scale.reshape(()) if len(self.segments) == 1
                          else expand_segment_scales(self.output_scale, self.segments).to(x_q.device))
+        if registry.exporting():  # the node takes the packed weight
+            return emit_w4a8_linear(x_q, self.input_scale, self.qweight, self.s_group, self.s_channel,
+                                    self.group_size, out_scale, self.bias, self.in_features)
         return ops.w4a8_linear(x_q, self.input_scale, self.codes(), self.s_group, self.s_channel,
                                self.group_size, out_scale, self.bias)
 
@@ -230,7 +237,7 @@ class W4A8Linear(nn.Module):
     @classmethod
     def from_float(cls, linear_or_weight, in_scale, out_scale=None, gptq_result: GPTQResult | None = None,
                    group_size: int = 128, segments: Sequence[int] | None = None,
-                   bias: Tensor | None = None) -> "W4A8Linear":
+                   bias: Tensor | None = None) -> W4A8Linear:
         """W4 codes from ``gptq_result`` (GPTQ, group 128) or RTN with the same grid, then the two-level
         ``s_channel`` / ``s_group`` scales (``quant.packing.w4a8_two_level_scales``)."""
         w, b = _weight_of(linear_or_weight)
@@ -277,6 +284,8 @@ class W4A16Linear(nn.Module):
         return unpack_int4(self.qweight, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if registry.exporting():  # the node takes the packed weight
+            return emit_w4a16_linear(x, self.qweight, self.scale, self.group_size, self.bias, self.in_features)
         return ops.w4a16_linear(x, self.codes(), self.scale, self.group_size, self.bias)
 
     def dequantized_weight(self) -> Tensor:
@@ -284,7 +293,7 @@ class W4A16Linear(nn.Module):
 
     @classmethod
     def from_float(cls, linear_or_weight, gptq_result: GPTQResult | None = None, group_size: int = 128,
-                   bias: Tensor | None = None) -> "W4A16Linear":
+                   bias: Tensor | None = None) -> W4A16Linear:
         w, b = _weight_of(linear_or_weight)
         b = b if bias is None else bias
         n, k = w.shape
@@ -322,7 +331,7 @@ class FPLinear(nn.Module):
 
     @classmethod
     def from_float(cls, linear_or_weight, dtype: torch.dtype = torch.float16, bias: Tensor | None = None
-                   ) -> "FPLinear":
+                   ) -> FPLinear:
         w, b = _weight_of(linear_or_weight)
         b = b if bias is None else bias
         m = cls(w.shape[1], w.shape[0], bias=b is not None, dtype=dtype, device=w.device)
@@ -368,6 +377,8 @@ class QuantEmbedding(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         if self.bits == 16:
             return F.embedding(ids, self.weight).float()
+        if registry.exporting():  # the node takes the stored (packed) table
+            return emit_quant_embedding(ids, self.weight, self.row_scale, self.bits, self.embedding_dim)
         return ops.quant_embedding(ids, self.table(), self.row_scale, self.bits)
 
     def dequantized_weight(self) -> Tensor:
@@ -377,7 +388,7 @@ class QuantEmbedding(nn.Module):
         return ops.quant_embedding(ids, self.table(), self.row_scale, self.bits)
 
     @classmethod
-    def from_float(cls, weight: Tensor, bits: int = 8, fp_dtype: torch.dtype = torch.float16) -> "QuantEmbedding":
+    def from_float(cls, weight: Tensor, bits: int = 8, fp_dtype: torch.dtype = torch.float16) -> QuantEmbedding:
         """Signed-row-max scales (``quant.quantize.embedding_quantize_w8/w4``) rounded to fp16; the codes
         are computed with the fp16-rounded scale so they decode exactly with the stored scales."""
         w = weight.detach()
@@ -425,7 +436,7 @@ class QuantAddRMSNorm(nn.Module):
 
     @classmethod
     def from_float(cls, norm: nn.Module, out_scale=None, residual_in_fp32: bool = True,
-                   fp_dtype: torch.dtype = torch.float16) -> "QuantAddRMSNorm":
+                   fp_dtype: torch.dtype = torch.float16) -> QuantAddRMSNorm:
         w = norm.weight.detach()
         m = cls(w.shape[0], getattr(norm, "eps", 1e-5), out_scale is not None, residual_in_fp32,
                 fp_dtype=fp_dtype, device=w.device)

@@ -30,6 +30,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from .._tracing import exporting
+
 from .. import ops
 from ..models import ssm as fp_ssm
 from ..models.config import MambaConfig
@@ -177,7 +179,9 @@ class QMamba2Mixer(nn.Module):
 
     def forward(self, h: Tensor, conv_state: Tensor | None = None,
                 ssm_state: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        decode = h.shape[1] == 1 and conv_state is not None and ssm_state is not None
+        # export: one graph for every L (the custom node handles L = 1), so no branch on the length
+        decode = (not exporting() and h.shape[1] == 1 and conv_state is not None
+                  and ssm_state is not None)
         if self.act8:
             return self._forward_a8(h, conv_state, ssm_state, decode)
         return self._forward_a16(h, conv_state, ssm_state, decode)
