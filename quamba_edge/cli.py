@@ -321,6 +321,247 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------
+# export / generate / demo (the runtime; torch only where the model needs it)
+# ------------------------------------------------------------------------------------------------
+
+
+def _export_api():
+    """(export_model, read_export_info) of quamba_edge.export, or a clear error when it is missing."""
+    try:
+        from quamba_edge.export import export_model, read_export_info  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise ValueError(f"ONNX export is not available in this install ({e}); install the export extra: "
+                         "pip install 'quamba-edge[export]'") from e
+    return export_model, read_export_info
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    export_model, read_export_info = _export_api()
+    t = time.perf_counter()
+    out = export_model(args.model, args.out, dtype=args.dtype, overwrite=args.overwrite)
+    info = read_export_info(out)
+    size = sum(f.stat().st_size for f in info.path.iterdir() if f.is_file() and f.suffix != ".json")
+    _say(f"exported {args.model} ({info.arch}, {info.precision}"
+         + (f", {info.recipe}" if info.recipe else "") + f", {info.act_dtype} activations) to {out}: "
+         f"{info.onnx_path.name} + export.json + tokenizer ({_mib(size)}, {len(info.states)} state tensors) "
+         f"in {time.perf_counter() - t:.2f}s")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from quamba_edge.runtime import EdgeModel
+
+    prompts = args.prompt
+    if args.stream and len(prompts) > 1:
+        raise ValueError("--stream takes one --prompt")
+    err = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    model = EdgeModel.load(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                           max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk)
+    if not args.json:
+        err(f"[{model.backend_name} {model.precision} on {model.device}: {model.backend_reason}]")
+    kw = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+              temperature=args.temperature if args.temperature > 0 else None, top_k=args.top_k, top_p=args.top_p,
+              repetition_penalty=args.repetition_penalty, stop=args.stop or None, seed=args.seed)
+    if args.stream:
+        s = model.generate(prompts[0], stream=True, **kw)
+        for piece in s:
+            if not args.json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        out = s.output
+        if not args.json:
+            sys.stdout.write("\n")
+    else:
+        out = model.generate(prompts if len(prompts) > 1 else prompts[0], **kw)
+    if args.json:
+        res = {"model": model.info(), "prompt": prompts if len(prompts) > 1 else prompts[0], "text": out.text,
+               "tokens": out.tokens, "finish_reason": out.finish_reason, "stats": out.stats.to_dict()}
+        print(json.dumps(_json_safe(res), indent=2))
+        return 0
+    if not args.stream:
+        texts = out.text if isinstance(out.text, list) else [out.text]
+        for i, text in enumerate(texts):
+            if len(texts) > 1:
+                print(f"--- [{i}] {prompts[i]!r}")
+            print(text)
+    err(f"[{out.stats.summary()}]")
+    return 0
+
+
+_DEMO_PROMPT = "The interpreter reads"
+
+
+def _dir_bytes(path) -> int:
+    from quamba_edge.runtime.measure import model_file_bytes
+
+    return model_file_bytes(path) or 0
+
+
+def _demo_measure(path, args, ppl_file, log) -> dict:
+    """Measure one model in a fresh process (its own peak memory)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "quamba_edge.runtime.measure", str(path), "--backend", args.backend,
+           "--prompt", args.prompt, "--max-new-tokens", str(args.max_new_tokens), "--ppl-ids", str(ppl_file),
+           "--window", str(args.window), "--max-windows", str(args.ppl_windows)]
+    import os
+
+    env = dict(os.environ)
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+        env["OMP_NUM_THREADS"] = str(args.threads)  # torch inside the process (reference ops) too
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    rec = json.loads(lines[-1]) if lines else {"error": (r.stderr.strip().splitlines() or ["no output"])[-1]}
+    if "error" in rec:
+        raise ValueError(f"measuring {path} failed: {rec['error']}")
+    return rec
+
+
+def _fmt_demo_table(rows: list[dict]) -> str:
+    head = ["precision", "backend", "ppl", "Δppl", "TTFT ms", "TPOT ms", "tok/s", "peak MB", "model MB"]
+    base = next((r["perplexity"]["ppl"] for r in rows if r["precision"] == "fp16"), None)
+    body = []
+    for r in rows:
+        ppl = r["perplexity"]["ppl"]
+        d = "—" if base is None or r["precision"] == "fp16" else f"{100 * (ppl / base - 1):+.2f} %"
+        st = r["stats"]
+        mem = "n/a" if st["peak_memory_mb"] is None else f"{st['peak_memory_mb']:.0f}"
+        body.append([r["precision"].upper() if r["precision"] != "fp16" else "fp16", r["backend"], f"{ppl:.3f}", d,
+                     f"{st['ttft_ms']:.1f}", f"{st['tpot_ms']:.2f}", f"{st['tokens_per_s']:.1f}", mem,
+                     f"{(r.get('model_bytes') or 0) / 2**20:.2f}"])
+    w = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * x for x in w])] + [fmt(b) for b in body])
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from quamba_edge.runtime.backends.base import BACKEND_NAMES
+    from quamba_edge.tokenizer import bundled_assets_dir, resolve_model_dir
+
+    t_start = time.perf_counter()
+    if args.backend not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {args.backend!r}; valid backends: {', '.join(BACKEND_NAMES)}")
+    bits_list = [b.strip() for b in args.bits.split(",") if b.strip()]
+    for b in bits_list:
+        if b not in ("w8a8", "w4a8", "w4a16"):
+            raise ValueError(f"--bits {b}: choose from w8a8, w4a8, w4a16")
+    for flag, v in (("--max-new-tokens", args.max_new_tokens), ("--ppl-windows", args.ppl_windows),
+                    ("--num-samples", args.num_samples), ("--gptq-num-samples", args.gptq_num_samples)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    model_dir = resolve_model_dir(args.model)
+    texts = bundled_assets_dir() / "text"
+    calib, eval_text = Path(args.calib or texts / "calib.txt"), Path(args.eval_text or texts / "eval.txt")
+    for f in (calib, eval_text):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such file")
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else _say
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    work = Path(args.work).expanduser().absolute() if args.work else Path(tempfile.mkdtemp(prefix="quamba-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        export_api = None
+        why_no_export = ""
+        if args.backend in ("auto", "onnxruntime", "tensorrt"):
+            try:
+                export_api = _export_api()
+            except ValueError as e:
+                if args.backend != "auto":
+                    raise
+                why_no_export = str(e)
+        log(f"quamba-edge demo: {args.model} ({model_dir}) -> quantize {', '.join(b.upper() for b in bits_list)} -> "
+            + ("export (ONNX, fp32) -> " if export_api else "") + f"run; work dir {work}")
+        if why_no_export:
+            log(f"  no export here, the models run on the torch reference: {why_no_export}")
+
+        import numpy as np
+
+        from quamba_edge.quant.evaluate import text_token_ids
+
+        tok_dir = _tokenizer_dir(model_dir, None)
+        tok = _load_tokenizer(tok_dir, _fp_config(model_dir).vocab_size)
+        ids = text_token_ids(eval_text, tok).numpy()
+        ppl_file = work / "eval_ids.npy"
+        np.save(ppl_file, ids.astype(np.int64))
+
+        sources = [("fp16", args.model)]
+        for bits in bits_list:
+            out = work / f"{model_dir.name}-{bits}"
+            t = time.perf_counter()
+            qargs = ["quantize", str(model_dir), "--recipe", args.recipe, "--bits", bits, "--calib", str(calib),
+                     "--num-samples", str(args.num_samples), "--seq-len", str(args.seq_len),
+                     "--gptq-num-samples", str(args.gptq_num_samples), "--gptq-seq-len", str(args.gptq_seq_len),
+                     "--out", str(out), "--device", "cpu"]
+            import contextlib
+            import io
+
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                _cmd_quantize(build_parser().parse_args(qargs))
+            log(f"  quantized {args.recipe} {bits.upper()} in {time.perf_counter() - t:.1f}s -> {out}")
+            sources.append((bits, str(out)))
+
+        runs = []
+        for prec, src in sources:
+            path = src
+            if export_api is not None:
+                export_model, _ = export_api
+                t = time.perf_counter()
+                path = str(export_model(src, work / f"{Path(src).name}-onnx", dtype="fp32", overwrite=True))
+                log(f"  exported {prec} to {path} in {time.perf_counter() - t:.1f}s")
+            runs.append((prec, path))
+
+        rows = []
+        for prec, path in runs:
+            t = time.perf_counter()
+            rec = _demo_measure(path, args, ppl_file, log)
+            rec["precision"] = prec
+            rows.append(rec)
+            log(f"  ran {prec} on {rec['backend']} ({rec['device']}) in {time.perf_counter() - t:.1f}s: "
+                f"{rec['prompt']!r} -> {rec['text']!r}")
+        total = time.perf_counter() - t_start
+        backends = sorted({r["backend"] for r in rows})
+        reasons = sorted({r["backend_reason"] for r in rows})
+        p0 = rows[0]["perplexity"]
+        result = {
+            "model": args.model, "work": str(work), "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
+            "perplexity_protocol": {"file": str(eval_text), "windows": p0["windows"], "window": p0["window"]},
+            "backends": backends, "backend_reasons": reasons, "rows": rows, "seconds": round(total, 1),
+        }
+        if args.json:
+            print(json.dumps(_json_safe(result), indent=2))
+        else:
+            _say("")
+            _say(f"backend: {', '.join(backends)} — " + "; ".join(reasons))
+            _say(f"perplexity: {p0['windows']} windows × {p0['window']} tokens of {eval_text.name}; greedy generation "
+                 f"of {args.max_new_tokens} tokens from {args.prompt!r} after a warm-up; peak MB = "
+                 f"{rows[0]['stats']['memory_kind']} of the process running the model; model MB = weight/graph files")
+            fp = rows[0]
+            if fp["precision"] == "fp16" and fp.get("compute_dtype") == "float32":
+                _say(f"fp16 = the unquantized model; {fp['backend']} on {fp['device']} runs it with fp32 weights and "
+                     "activations (the fp32 export); the quantized rows keep their int8 / int4 weights")
+            _say("")
+            _say(_fmt_demo_table(rows))
+            _say("")
+            _say(f"done in {total:.1f}s" + (f" (work dir {work} kept)" if args.work or args.keep else ""))
+    finally:
+        if not args.work and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quamba-edge",
@@ -380,6 +621,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="dtype of an FP model (default float32)")
     p.add_argument("--json", action="store_true", help="print JSON (progress goes to stderr)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "export", help="export an artifact or FP model to ONNX (model.onnx + export.json + tokenizer)",
+        description="Export a quantized artifact, an FP checkpoint or a bundled model to an ONNX directory "
+                    "(one graph for prefill and decode, custom ops for the quantized computations) that "
+                    "`quamba-edge generate` runs with ONNX Runtime (fp32) or, later, TensorRT (fp16).")
+    p.add_argument("model", metavar="ARTIFACT",
+                   help="artifact directory, FP checkpoint directory or bundled model name")
+    p.add_argument("--out", required=True, metavar="DIR", help="export directory to write (atomically)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"),
+                   help="activation dtype: fp32 for ONNX Runtime (default), fp16 for TensorRT")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "generate", help="generate text from a prompt (EdgeModel on the best available backend)",
+        description="Load a model with EdgeModel (an export directory runs on ONNX Runtime / TensorRT, an "
+                    "artifact or FP model on the torch reference) and print the generated text; the backend "
+                    "chosen and the stats go to stderr.")
+    p.add_argument("model", metavar="MODEL", help="export directory, artifact, FP checkpoint or bundled model name")
+    p.add_argument("--prompt", required=True, action="append", metavar="TEXT",
+                   help="prompt text (repeat for a batch)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    p.add_argument("--backend", default="auto", metavar="{auto,onnxruntime,tensorrt,torch-cuda,torch}",
+                   help="runtime backend (default auto: the best available)")
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument("--json", action="store_true", help="print text, tokens and stats as JSON")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0 = greedy)")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens (default 50; 0 = off)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold (default 1 = off)")
+    p.add_argument("--repetition-penalty", type=float, help="transformers' repetition penalty (default 1 = off)")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop when the text contains TEXT (repeatable)")
+    p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--max-prompt-tokens", type=int, metavar="N", help="reject prompts longer than N tokens")
+    p.add_argument("--prefill-chunk", type=int, metavar="N", help="feed the prompt in chunks of N tokens")
+    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads")
+    p.add_argument("--device", help="torch backends: cpu, cuda, cuda:N")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser(
+        "demo", help="bundled model -> quantize (W8A8, W4A16) -> export -> run; a table of ppl / TTFT / TPOT / memory",
+        description="End to end on this machine: quantize the bundled reference model (small calibration), "
+                    "export each model, run each on the best available backend, and print perplexity, "
+                    "TTFT, TPOT and peak memory of fp16 and each precision, saying which backend ran and why.")
+    p.add_argument("--model", default="mamba2-ref", help="bundled model name or FP checkpoint (default mamba2-ref)")
+    p.add_argument("--bits", default="w8a8,w4a16", help="comma-separated precisions (default w8a8,w4a16)")
+    p.add_argument("--recipe", default="quamba2", help="quantization recipe (default quamba2)")
+    p.add_argument("--work", metavar="DIR", help="keep artifacts and exports in DIR (default: a temp dir, removed)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work dir")
+    p.add_argument("--backend", default="auto", help="runtime backend (default auto)")
+    p.add_argument("--prompt", default=_DEMO_PROMPT, help=f"prompt (default {_DEMO_PROMPT!r})")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per model (default 32)")
+    p.add_argument("--ppl-windows", type=int, default=4, help="eval windows scored per model (default 4)")
+    p.add_argument("--window", type=int, default=512, help="tokens per eval window (default 512)")
+    p.add_argument("--calib", metavar="FILE", help="calibration text (default: the bundled calib.txt)")
+    p.add_argument("--eval-text", metavar="FILE", help="perplexity text (default: the bundled eval.txt)")
+    p.add_argument("--num-samples", type=int, default=16, help="calibration samples (default 16)")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sample (default 512)")
+    p.add_argument("--gptq-num-samples", type=int, default=8, help="GPTQ windows (default 8)")
+    p.add_argument("--gptq-seq-len", type=int, default=1024, help="tokens per GPTQ window (default 1024)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="intra-op threads for quantize and the runtime (default 1: the reference model's ops are "
+                        "too small to gain from more, and on a busy machine extra threads cost a lot; 0 = library "
+                        "default)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -390,9 +697,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    user_errors: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError, NotADirectoryError,
+                                                    ValueError)
+    if args.command in ("export", "generate", "demo"):
+        from quamba_edge.runtime.backends.base import BackendUnavailableError
+
+        user_errors += (BackendUnavailableError,)
     try:
         return func(args)
-    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as exc:
+    except user_errors as exc:
         # User errors (bad path, corrupt checkpoint, unsupported config): one clear line, no traceback.
         print(f"quamba-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1
