@@ -247,3 +247,19 @@ def test_export_bad_inputs(exported, tmp_path):
     assert (tmp_path / "user" / "notes.txt").read_text() == "mine"
     with pytest.raises(ExportError, match="no export.json"):
         read_export_info(tmp_path / "user")
+
+
+def test_external_data_past_the_protobuf_limit(exported, tmp_path, monkeypatch):
+    """Weights go to model.onnx.data when the graph is too big for one protobuf (threshold lowered here)."""
+    from quamba_edge.export import onnx_export
+
+    model, out, sess = exported("mamba2", "quamba2", "w4a8")
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    big = export_model(model, tmp_path / "ext")
+    assert (big / "model.onnx.data").is_file()
+    assert (big / "model.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6) % VOCAB
+    state = _state(model, 2)
+    a = ort_ops.make_session(big, threads=1).run(None, _feeds(torch.from_numpy(ids), state))
+    b = sess.run(None, _feeds(torch.from_numpy(ids), state))
+    np.testing.assert_array_equal(a[0], b[0])

@@ -109,6 +109,22 @@ class OpRecord:
         return binding["T"] if v == "T" else v
 
 
+#: What stays standard ONNX, and why (rendered into plugins/OPS.md next to the custom ops).
+STANDARD_ONNX: tuple[tuple[str, str, str], ...] = (
+    ("float embedding (fp16 model, W8A8 of the quamba v1 recipe)", "Gather",
+     "TensorRT and ONNX Runtime gather natively"),
+    ("float linear layers (fp16 model, fp lm_head, Mamba1 W4A16 dt_proj)", "MatMul (+ Add)",
+     "native fp16 GEMM/GEMV in both runtimes"),
+    ("float residual add + RMSNorm (fp16 model, W4A16 blocks)", "Add, Pow, ReduceMean, Sqrt, Div, Mul",
+     "TensorRT fuses the normalization pattern; no quantization to fuse"),
+    ("float causal conv1d with state (fp16 model, W4A16)", "Concat(state, x) -> Conv (group = C) -> Slice",
+     "a depthwise Conv over the K-1 carried inputs is exact and length-dynamic"),
+    ("int8 quantize without Hadamard", "Div, Round, Clip, Cast",
+     "round-half-even + clamp are native elementwise ops"),
+    ("Mamba2 dt (softplus + clamp), gated norm in W4A16, reshapes/splits", "standard elementwise / shape ops",
+     "cheap elementwise work the runtimes fuse"),
+)
+
 _RECORDS: dict[str, OpRecord] = {}
 
 
@@ -210,5 +226,7 @@ def render_markdown() -> str:
     for rec in records().values():
         tv = "; ".join(f"`{k}` ∈ {{{', '.join(v)}}}" for k, v in rec.type_vars.items())
         lines.append(f"- **{rec.name}** (reference `{rec.reference}`){': ' + tv if tv else ''}. {rec.reason}")
+    lines += ["", "## Standard ONNX (no plugin needed)", "", "| part | ONNX ops | why |", "| --- | --- | --- |"]
+    lines += [f"| {what} | {how} | {why} |" for what, how, why in STANDARD_ONNX]
     lines.append("")
     return "\n".join(lines)
