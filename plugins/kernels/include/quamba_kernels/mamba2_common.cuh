@@ -1,0 +1,96 @@
+// Device helpers of the Mamba2 / Hadamard / norm kernels (quant_ssd, quant_ssd_state_update,
+// quant_hadamard, quant_add_rms_norm, quant_gated_rms_norm). Builds on common.cuh; no fast-math.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "quamba_kernels/common.cuh"
+
+#ifndef QUAMBA_SSD_STATE_INT8
+#define QUAMBA_SSD_STATE_INT8 1
+#define QUAMBA_SSD_STATE_F32 2
+#define QUAMBA_SSD_STATE_F16 3
+#endif
+#ifndef QUAMBA_DT_F32
+#define QUAMBA_DT_F32 0
+#define QUAMBA_DT_F16 1
+#define QUAMBA_DT_BF16 2
+#endif
+
+namespace quamba {
+namespace m2 {
+
+// Mamba2 time step (quamba_edge.ops.quant_ssd.mamba2_delta):
+// clamp(softplus20(float(dt_q) * dt_scale + dt_bias), lo, hi), all fp32.
+__device__ __forceinline__ float mamba2_delta(int8_t dt_q, float dt_scale, float dt_bias, float lo, float hi) {
+  const float d = softplus20(dequant(dt_q, dt_scale) + dt_bias);
+  return fminf(fmaxf(d, lo), hi);  // torch.clamp(min=lo, max=hi): max first, then min
+}
+
+// A = -exp(float(A_log_q) * A_log_scale)
+__device__ __forceinline__ float mamba2_A(int8_t a_q, float a_scale) { return -expf(dequant(a_q, a_scale)); }
+
+// One element of a float tensor of runtime dtype (QUAMBA_DT_*) as fp32 (uniform branch).
+__device__ __forceinline__ float load_float(const void* base, int64_t i, int dtype) {
+  if (dtype == QUAMBA_DT_F16) return __half2float(__ushort_as_half(static_cast<const uint16_t*>(base)[i]));
+  if (dtype == QUAMBA_DT_BF16) return __bfloat162float(__ushort_as_bfloat16(static_cast<const uint16_t*>(base)[i]));
+  return static_cast<const float*>(base)[i];
+}
+
+// Store fp32 into a float tensor of runtime dtype (round to nearest even).
+__device__ __forceinline__ void store_float(void* base, int64_t i, int dtype, float v) {
+  if (dtype == QUAMBA_DT_F16) {
+    static_cast<uint16_t*>(base)[i] = __half_as_ushort(__float2half_rn(v));
+  } else if (dtype == QUAMBA_DT_BF16) {
+    static_cast<uint16_t*>(base)[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  } else {
+    static_cast<float*>(base)[i] = v;
+  }
+}
+
+// SSM state element i as fp32 (int8 x scale, or a float state).
+__device__ __forceinline__ float load_state(const void* st, const float* scale, int64_t i, int64_t si, int type) {
+  if (type == QUAMBA_SSD_STATE_INT8) return dequant(static_cast<const int8_t*>(st)[i], scale[si]);
+  if (type == QUAMBA_SSD_STATE_F16) return __half2float(__ushort_as_half(static_cast<const uint16_t*>(st)[i]));
+  return static_cast<const float*>(st)[i];
+}
+
+__device__ __forceinline__ void store_state(void* st, const float* scale, int64_t i, int64_t si, int type, float v) {
+  if (type == QUAMBA_SSD_STATE_INT8) {
+    static_cast<int8_t*>(st)[i] = quantize_int8(v, scale[si]);
+  } else if (type == QUAMBA_SSD_STATE_F16) {
+    static_cast<uint16_t*>(st)[i] = __half_as_ushort(__float2half_rn(v));
+  } else {
+    static_cast<float*>(st)[i] = v;
+  }
+}
+
+// Sum over the `width` consecutive lanes of an aligned lane group (width a power of two <= 32).
+template <int WIDTH>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = WIDTH / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide sum (all threads get the result). `red` is shared scratch of >= 32 floats; the block size
+// is a multiple of 32. Contains two __syncthreads().
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < nwarps ? red[lane] : 0.0f;
+  t = warp_sum(t);
+  __syncthreads();  // red may be reused by the caller
+  return t;
+}
+
+inline bool aligned(const void* p, unsigned bytes) {
+  return (reinterpret_cast<uintptr_t>(p) % bytes) == 0;
+}
+
+}  // namespace m2
+}  // namespace quamba

@@ -1,0 +1,86 @@
+// Helpers of the torch bindings of the Mamba2 / Hadamard / norm kernels (quant_ssd*.cpp, quant_hadamard.cpp,
+// quant_*rms_norm.cpp); builds on binding_utils.h.
+#pragma once
+
+#include "binding_utils.h"
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <type_traits>
+
+namespace quamba_m2 {
+
+// Error messages are built as one std::string (integers with std::to_string, shapes with shape_str): on the
+// GPU machine's torch 2.11 the JIT-built extension segfaults when TORCH_CHECK itself formats non-string
+// arguments (plugins/README.md).
+inline void append(std::string& s, const char* v) { s += v; }
+inline void append(std::string& s, const std::string& v) { s += v; }
+inline void append(std::string& s, c10::IntArrayRef v) { s += quamba_torch::shape_str(v); }
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+inline void append(std::string& s, T v) { s += std::to_string(v); }
+template <typename... A>
+inline std::string msg(const A&... a) {
+  std::string s;
+  (append(s, a), ...);
+  return s;
+}
+
+}  // namespace quamba_m2
+
+// TORCH_CHECK with a message assembled by quamba_m2::msg only when the check fails.
+#define QM2_CHECK(cond, ...)                                        \
+  do {                                                              \
+    if (!(cond)) TORCH_CHECK(false, ::quamba_m2::msg(__VA_ARGS__)); \
+  } while (0)
+
+namespace quamba_m2 {
+
+// QUAMBA_DT_* of a float tensor (fp32 0, fp16 1, bf16 2).
+inline int float_code(const at::Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return 0;
+    case at::kHalf: return 1;
+    case at::kBFloat16: return 2;
+    default: QM2_CHECK(false, name, " must be float32, float16 or bfloat16, got ", c10::toString(t.scalar_type()));
+  }
+  return 0;
+}
+
+// A per-channel fp32 scale table of `shape`: the tensor itself when it already is contiguous fp32 of that
+// shape (no copy), else a scalar (numel 1) or same-numel tensor expanded / converted.
+inline at::Tensor scale_table(const at::Tensor& s, at::IntArrayRef shape, const at::Tensor& like, const char* name) {
+  quamba_torch::check_same_device(like, s, name);
+  QM2_CHECK(s.is_floating_point(), name, " must be a float tensor");
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  if (s.scalar_type() == at::kFloat && s.is_contiguous() && s.numel() == numel && s.sizes() == shape) return s;
+  if (s.numel() == 1) return s.to(at::kFloat).reshape({1}).expand({numel}).contiguous().view(shape);
+  QM2_CHECK(s.numel() == numel, name, " must have ", numel, " elements (shape ", shape, ") or 1, got ", s.sizes());
+  return s.to(at::kFloat).contiguous().view(shape);
+}
+
+// The int8-state scales: [H, P, N] (or one value) without a row index; with one, a compact fp32 [R, N] table
+// and the int32 [H, P] row of each channel (returned in *rows).
+inline at::Tensor state_scales(const at::Tensor& s, const std::optional<at::Tensor>& row, int64_t H, int64_t P,
+                               int64_t N, const at::Tensor& like, at::Tensor* rows) {
+  if (!row.has_value()) return scale_table(s, {H, P, N}, like, "state_scale");
+  quamba_torch::check_tensor(*row, "state_scale_row", at::kInt, 2);
+  quamba_torch::check_shape(*row, "state_scale_row", {H, P});
+  quamba_torch::check_same_device(like, *row, "state_scale_row");
+  *rows = row->contiguous();
+  QM2_CHECK(s.dim() == 2 && s.size(1) == N && s.size(0) >= 1, "with state_scale_row, state_scale must be [R, ", N,
+              "], got ", s.sizes());
+  return scale_table(s, {s.size(0), N}, like, "state_scale");
+}
+
+// [..., n] as a 2-D [rows, n] tensor with unit element stride (a copy for inputs that need one).
+inline at::Tensor as_rows(const at::Tensor& t, int64_t n, const char* name, bool output) {
+  QM2_CHECK(t.dim() >= 1 && t.size(-1) == n, name, " must end in ", n, ", got ", t.sizes());
+  if (t.dim() == 2 && t.stride(1) == 1) return t;
+  if (t.is_contiguous()) return t.view({-1, n});
+  QM2_CHECK(!output, name, " must be contiguous (or 2-D with unit element stride)");
+  return t.contiguous().view({-1, n});
+}
+
+}  // namespace quamba_m2
