@@ -18,6 +18,15 @@ def _needs_cuda():
         pytest.skip("needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """The fp32 references (matmuls inside the SSD reference) must stay fp32, not TF32."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old
+
+
 @pytest.fixture(scope="session")
 def kernels():
     if not _cuda():

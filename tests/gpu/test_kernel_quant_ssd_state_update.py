@@ -15,14 +15,6 @@ from ssd_helpers import (
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 reference must stay fp32
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
-
-
 UPDATE_CASES = [
     # (B, H, P, G, N, state mode, token dim)
     (1, 80, 64, 1, 128, "int8", False),
