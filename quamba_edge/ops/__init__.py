@@ -36,7 +36,7 @@ implementation ONNX Runtime runs. ``registry.render_markdown()`` renders plugins
 per-segment scales) to the per-channel vectors these ops take.
 """
 
-from . import registry, scales, selective_scan, ssd
+from . import registry, scales, selective_scan, ssd  # noqa: F401  (selective_scan, ssd register their records)
 from .quant_add_rms_norm import quant_add_rms_norm
 from .quant_causal_conv1d import quant_causal_conv1d
 from .quant_embedding import quant_embedding
