@@ -9,6 +9,7 @@ norms, float linears) is standard ONNX.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -102,9 +103,21 @@ def build_onnx(model: nn.Module, dtype: str = "fp32") -> tuple[Any, list[dict[st
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     act = DTYPES[dtype]
-    model = model.eval().to("cpu")
-    if isinstance(model, MambaLM):
-        model = model.to(act)
+    want = act if isinstance(model, MambaLM) else None
+    params = [*model.parameters(), *model.buffers()]
+    if any(t.device.type != "cpu" for t in params) or (want is not None and any(
+            t.is_floating_point() and t.dtype != want for t in model.parameters())):
+        model = copy.deepcopy(model).to("cpu")  # never move or cast the caller's model in place
+        if want is not None:
+            model = model.to(want)
+    training = model.training
+    try:
+        return _trace(model.eval(), act)
+    finally:
+        model.train(training)
+
+
+def _trace(model: nn.Module, act: torch.dtype) -> tuple[Any, list[dict[str, Any]]]:
     state = _example_state(model, act)
     ids = torch.zeros(_EXAMPLE_BATCH, _EXAMPLE_LEN, dtype=torch.int64)
     flat: list[torch.Tensor] = []
@@ -140,7 +153,7 @@ def export_model(source: Any, out_dir: str | os.PathLike, *, dtype: str = "fp32"
     from ..quant.artifact import TOKENIZER_FILES, write_dir_atomically
 
     target = Path(out_dir).expanduser().absolute()
-    if target.exists() and any(target.iterdir()) and not overwrite:
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     model, tok = _load_source(source)
     tok = Path(tokenizer_dir) if tokenizer_dir is not None else tok

@@ -263,3 +263,11 @@ def test_external_data_past_the_protobuf_limit(exported, tmp_path, monkeypatch):
     a = ort_ops.make_session(big, threads=1).run(None, _feeds(torch.from_numpy(ids), state))
     b = sess.run(None, _feeds(torch.from_numpy(ids), state))
     np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_export_leaves_the_callers_model_alone(tmp_path):
+    model = MambaLM(_config("mamba1")).eval()
+    before = {k: (v.dtype, v.clone()) for k, v in model.state_dict().items()}
+    export_model(model, tmp_path / "fp16", dtype="fp16")
+    after = model.state_dict()
+    assert all(after[k].dtype == d and torch.equal(after[k], v) for k, (d, v) in before.items())
