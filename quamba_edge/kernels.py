@@ -3,7 +3,7 @@
     from quamba_edge import kernels
     if kernels.available():
         ops = kernels.load()          # torch.ops.quamba_kernels
-        y, state = ops.quant_selective_scan(...)
+        ops.quant_selective_scan(<inputs as the reference op>, y, state_out)  # out-variant: returns None
 
 The extension is JIT-built with ``torch.utils.cpp_extension.load`` from a source checkout (every
 ``plugins/torch/*.cpp`` and ``plugins/kernels/*.cu``) for the current GPU's architecture only, into a cache
