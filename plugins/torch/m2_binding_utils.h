@@ -6,32 +6,13 @@
 
 #include <ATen/ATen.h>
 
-#include <string>
-#include <type_traits>
+#include <optional>
 
-namespace quamba_m2 {
-
-// Error messages are built as one std::string (integers with std::to_string, shapes with shape_str): on the
-// GPU machine's torch 2.11 the JIT-built extension segfaults when TORCH_CHECK itself formats non-string
-// arguments (plugins/README.md).
-inline void append(std::string& s, const char* v) { s += v; }
-inline void append(std::string& s, const std::string& v) { s += v; }
-inline void append(std::string& s, c10::IntArrayRef v) { s += quamba_torch::shape_str(v); }
-template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
-inline void append(std::string& s, T v) { s += std::to_string(v); }
-template <typename... A>
-inline std::string msg(const A&... a) {
-  std::string s;
-  (append(s, a), ...);
-  return s;
-}
-
-}  // namespace quamba_m2
-
-// TORCH_CHECK with a message assembled by quamba_m2::msg only when the check fails.
-#define QM2_CHECK(cond, ...)                                        \
-  do {                                                              \
-    if (!(cond)) TORCH_CHECK(false, ::quamba_m2::msg(__VA_ARGS__)); \
+// TORCH_CHECK with a message assembled as one string by quamba_torch::msg, only when the check fails (the
+// GPU machine's torch 2.11 segfaults when TORCH_CHECK itself formats numbers or shapes: plugins/README.md).
+#define QM2_CHECK(cond, ...)                                           \
+  do {                                                                 \
+    if (!(cond)) TORCH_CHECK(false, ::quamba_torch::msg(__VA_ARGS__)); \
   } while (0)
 
 namespace quamba_m2 {
@@ -81,6 +62,33 @@ inline at::Tensor as_rows(const at::Tensor& t, int64_t n, const char* name, bool
   if (t.is_contiguous()) return t.view({-1, n});
   QM2_CHECK(!output, name, " must be contiguous (or 2-D with unit element stride)");
   return t.contiguous().view({-1, n});
+}
+
+// The per-head parameters and scale tables both SSD bindings (prefill and decode) check the same way:
+// A_log int8 [H], D int8 [H] (optional), dt_bias float [H] (as fp32), x scales [H, P], B/C scales [G].
+struct SsdParams {
+  at::Tensor A_log, D, dt_bias, x_scale, B_scale, C_scale;
+};
+
+inline SsdParams ssd_params(const at::Tensor& x_q, int64_t H, int64_t P, int64_t G, const at::Tensor& A_log_q,
+                            const std::optional<at::Tensor>& D_q, const at::Tensor& dt_bias,
+                            const at::Tensor& x_scale, const at::Tensor& B_scale, const at::Tensor& C_scale) {
+  SsdParams r;
+  quamba_torch::check_tensor(A_log_q, "A_log_q", at::kChar, 1);
+  quamba_torch::check_shape(A_log_q, "A_log_q", {H});
+  r.A_log = A_log_q.contiguous();
+  if (D_q.has_value()) {
+    quamba_torch::check_tensor(*D_q, "D_q", at::kChar, 1);
+    quamba_torch::check_shape(*D_q, "D_q", {H});
+    r.D = D_q->contiguous();
+  }
+  quamba_torch::check_same_device(x_q, dt_bias, "dt_bias");
+  QM2_CHECK(dt_bias.numel() == H && dt_bias.is_floating_point(), "dt_bias must be float [", H, "]");
+  r.dt_bias = dt_bias.to(at::kFloat).contiguous().view({H});
+  r.x_scale = scale_table(x_scale, {H, P}, x_q, "x_scale");
+  r.B_scale = scale_table(B_scale, {G}, x_q, "B_scale");
+  r.C_scale = scale_table(C_scale, {G}, x_q, "C_scale");
+  return r;
 }
 
 }  // namespace quamba_m2

@@ -58,21 +58,10 @@ void quant_ssd_state_update(const at::Tensor& x_q, const at::Tensor& x_scale, co
   const at::Tensor Cm = one_token(C_q, "C_q", at::kChar, {G, N}, false, &p.C_batch_stride, Bz);
   QM2_CHECK(y.dim() == x_q.dim(), "y must be shaped like x_q");
   one_token(y, "y", at::kHalf, {H, P}, true, &p.y_batch_stride, Bz);
-  check_tensor(A_log_q, "A_log_q", at::kChar, 1);
-  quamba_torch::check_shape(A_log_q, "A_log_q", {H});
-  const at::Tensor A_log = A_log_q.contiguous();
-  at::Tensor D;
-  if (D_q.has_value()) {
-    check_tensor(*D_q, "D_q", at::kChar, 1);
-    quamba_torch::check_shape(*D_q, "D_q", {H});
-    D = D_q->contiguous();
-  }
-  quamba_torch::check_same_device(x_q, dt_bias, "dt_bias");
-  QM2_CHECK(dt_bias.numel() == H && dt_bias.is_floating_point(), "dt_bias must be float [", H, "]");
-  const at::Tensor bias = dt_bias.to(at::kFloat).contiguous().view({H});
-  const at::Tensor xs = quamba_m2::scale_table(x_scale, {H, P}, x_q, "x_scale");
-  const at::Tensor bs = quamba_m2::scale_table(B_scale, {G}, x_q, "B_scale");
-  const at::Tensor cs = quamba_m2::scale_table(C_scale, {G}, x_q, "C_scale");
+  const quamba_m2::SsdParams prm =
+      quamba_m2::ssd_params(x_q, H, P, G, A_log_q, D_q, dt_bias, x_scale, B_scale, C_scale);
+  const at::Tensor &A_log = prm.A_log, &D = prm.D, &bias = prm.dt_bias;
+  const at::Tensor &xs = prm.x_scale, &bs = prm.B_scale, &cs = prm.C_scale;
 
   const bool int8_state = state_scale.has_value();
   at::Tensor ss, rows;
