@@ -23,47 +23,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import git_info  # noqa: E402
 
-from quamba_edge.export import export_model  # noqa: E402
-from quamba_edge.models import ModelState, load_model  # noqa: E402
+from quamba_edge.export import export_model, graph_state  # noqa: E402
+from quamba_edge.models import load_model  # noqa: E402
 from quamba_edge.quant.calibration import load_gptq_samples, load_samples  # noqa: E402
 from quamba_edge.quant.recipes import RECIPES, quantize_model  # noqa: E402
 from quamba_edge.runtime import ort_ops  # noqa: E402
+from quamba_edge.runtime.ort_ops import torch_feeds, torch_state  # noqa: E402
 from quamba_edge.tokenizer import bundled_assets_dir, load_tokenizer  # noqa: E402
 
 LENGTHS = (1, 7, 128, 301)
 
 
-def _feeds(ids: torch.Tensor, st: ModelState) -> dict:
-    f = {"input_ids": ids.numpy()}
-    for i, (c, s) in enumerate(zip(st.conv, st.ssm)):
-        f[f"conv_state.{i}"], f[f"ssm_state.{i}"] = c.numpy(), s.numpy()
-    return f
-
-
-def _state_of(outs: list, n: int) -> ModelState:
-    return ModelState([torch.from_numpy(outs[1 + 2 * i]) for i in range(n)],
-                      [torch.from_numpy(outs[2 + 2 * i]) for i in range(n)])
-
-
-def _zero_state(model, batch: int) -> ModelState:
-    if hasattr(model, "quant_config"):
-        return model.allocate_state(batch)
-    return model.allocate_state(batch, dtype=torch.float32)
-
-
 @torch.no_grad()
 def compare(model, sess, text_ids: torch.Tensor) -> dict:
-    n = len(model.layers)
     res: dict = {"lengths": {}}
     prefix = text_ids[:, :50]
-    st0 = _zero_state(model, 1)
+    st0 = graph_state(model, 1)
     _, st = model(prefix, st0, return_state=True)
     pos = 50
     for length in LENGTHS:
         ids = text_ids[:, pos:pos + length]
         pos += length
         ref, ref_st = model(ids, st, return_state=True)
-        outs = sess.run(None, _feeds(ids, st))
+        outs = sess.run(None, torch_feeds(ids, st))
         r = ref.float().numpy()
         res["lengths"][length] = {
             "max_abs_diff": float(np.abs(outs[0] - r).max()),
@@ -75,9 +57,9 @@ def compare(model, sess, text_ids: torch.Tensor) -> dict:
         st = ref_st
     # 64 greedy tokens, torch vs ONNX Runtime, each carrying its own state
     prompt = text_ids[:, :40]
-    logits, t_st = model(prompt, _zero_state(model, 1), return_state=True)
-    outs = sess.run(None, _feeds(prompt, _zero_state(model, 1)))
-    o_st, o_logits = _state_of(outs, n), outs[0]
+    logits, t_st = model(prompt, graph_state(model, 1), return_state=True)
+    outs = sess.run(None, torch_feeds(prompt, graph_state(model, 1)))
+    o_st, o_logits = torch_state(outs), outs[0]
     t_tok, o_tok = [], []
     for _ in range(64):
         tn = int(logits[0, -1].argmax())
@@ -85,22 +67,22 @@ def compare(model, sess, text_ids: torch.Tensor) -> dict:
         t_tok.append(tn)
         o_tok.append(on)
         logits, t_st = model(torch.tensor([[tn]]), t_st, return_state=True)
-        outs = sess.run(None, _feeds(torch.tensor([[on]]), o_st))
-        o_st, o_logits = _state_of(outs, n), outs[0]
+        outs = sess.run(None, torch_feeds(torch.tensor([[on]]), o_st))
+        o_st, o_logits = torch_state(outs), outs[0]
     res["greedy64_identical"] = t_tok == o_tok
     res["greedy64_first_diff"] = next((i for i, (a, b) in enumerate(zip(t_tok, o_tok)) if a != b), None)
     # chunked prefill (chunks of 100) vs one shot, both in ONNX Runtime
     ids = text_ids[:, :333]
-    one = sess.run(None, _feeds(ids, _zero_state(model, 1)))
-    st, parts = _zero_state(model, 1), []
+    one = sess.run(None, torch_feeds(ids, graph_state(model, 1)))
+    st, parts = graph_state(model, 1), []
     for lo in range(0, ids.shape[1], 100):
-        outs = sess.run(None, _feeds(ids[:, lo:lo + 100], st))
+        outs = sess.run(None, torch_feeds(ids[:, lo:lo + 100], st))
         parts.append(outs[0])
-        st = _state_of(outs, n)
+        st = torch_state(outs)
     chunked = np.concatenate(parts, axis=1)
     res["chunked_vs_oneshot_max_rel_diff"] = float(np.abs(chunked - one[0]).max() / np.abs(one[0]).max())
     res["chunked_vs_oneshot_top1_agree"] = float((chunked.argmax(-1) == one[0].argmax(-1)).mean())
-    res["ssm_state_dtype"] = str(_zero_state(model, 1).ssm[0].dtype).replace("torch.", "")
+    res["ssm_state_dtype"] = str(graph_state(model, 1).ssm[0].dtype).replace("torch.", "")
     return res
 
 

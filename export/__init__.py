@@ -8,11 +8,11 @@ without torch (the Jetson runtime uses only that half).
 from .info import ExportError, ExportInfo, StateSpec, is_export_dir, read_export_info
 
 __all__ = ["ExportError", "ExportInfo", "StateSpec", "export_model", "build_onnx", "check_onnx",
-           "is_export_dir", "read_export_info"]
+           "graph_state", "is_export_dir", "read_export_info"]
 
 
 def __getattr__(name: str):  # torch / onnx load only when exporting
-    if name in ("export_model", "build_onnx", "check_onnx"):
+    if name in ("export_model", "build_onnx", "check_onnx", "graph_state"):
         from . import onnx_export
 
         return getattr(onnx_export, name)

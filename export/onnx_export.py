@@ -87,11 +87,13 @@ def _precision(model: nn.Module) -> tuple[str, str | None, dict[str, Any] | None
     return qc.bits, qc.recipe, qc.to_dict()
 
 
-def _example_state(model: nn.Module, act: torch.dtype) -> ModelState:
+def graph_state(model: nn.Module, batch: int, act: torch.dtype = torch.float32) -> ModelState:
+    """A zero state (CPU) with the dtypes the exported graph of ``model`` takes: the quantized model's own
+    (int8 / fp16 per recipe); for an FP model the conv state in the activation dtype and the SSM state
+    in fp32 (the recurrence runs in fp32)."""
     if isinstance(model, MambaLM):
-        # conv state in the activation dtype, SSM state fp32 (the recurrence runs in fp32)
-        return model.allocate_state(_EXAMPLE_BATCH, device="cpu", dtype=act, ssm_dtype=torch.float32)
-    return model.allocate_state(_EXAMPLE_BATCH, device="cpu")
+        return model.allocate_state(batch, device="cpu", dtype=act, ssm_dtype=torch.float32)
+    return model.allocate_state(batch, device="cpu")
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -118,7 +120,7 @@ def build_onnx(model: nn.Module, dtype: str = "fp32") -> tuple[Any, list[dict[st
 
 
 def _trace(model: nn.Module, act: torch.dtype) -> tuple[Any, list[dict[str, Any]]]:
-    state = _example_state(model, act)
+    state = graph_state(model, _EXAMPLE_BATCH, act)
     ids = torch.zeros(_EXAMPLE_BATCH, _EXAMPLE_LEN, dtype=torch.int64)
     flat: list[torch.Tensor] = []
     specs = []

@@ -17,11 +17,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime_extensions")
 onnx = pytest.importorskip("onnx")
 
-from quamba_edge.export import ExportError, export_model, read_export_info  # noqa: E402
+from quamba_edge.export import ExportError, export_model, graph_state, read_export_info  # noqa: E402
 from quamba_edge.models import MambaConfig, MambaLM  # noqa: E402
 from quamba_edge.ops import registry  # noqa: E402
 from quamba_edge.quant.recipes import RECIPES, quantize_model  # noqa: E402
 from quamba_edge.runtime import ort_ops  # noqa: E402
+from quamba_edge.runtime.ort_ops import torch_feeds, torch_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 256
@@ -58,38 +59,17 @@ def exported(tmp_path_factory):
     return get
 
 
-def _state(model, batch: int):
-    if isinstance(model, MambaLM):
-        return model.allocate_state(batch, dtype=torch.float32)
-    return model.allocate_state(batch)
-
-
-def _feeds(ids, state) -> dict:
-    f = {"input_ids": ids.numpy()}
-    for i, (c, s) in enumerate(zip(state.conv, state.ssm)):
-        f[f"conv_state.{i}"], f[f"ssm_state.{i}"] = c.numpy(), s.numpy()
-    return f
-
-
-def _as_state(outs, like):
-    from quamba_edge.models import ModelState
-
-    n = len(like.conv)
-    return ModelState([torch.from_numpy(outs[1 + 2 * i]) for i in range(n)],
-                      [torch.from_numpy(outs[2 + 2 * i]) for i in range(n)])
-
-
 @torch.no_grad()
 @pytest.mark.parametrize("arch,recipe,bits", CASES, ids=["-".join(c) for c in CASES])
 def test_onnxruntime_equals_torch(exported, arch, recipe, bits):
     model, _, sess = exported(arch, recipe, bits)
     g = torch.Generator().manual_seed(1)
     for batch, length in [(1, n) for n in LENGTHS] + [(3, 5)]:
-        state = _state(model, batch)
+        state = graph_state(model, batch)
         _, state = model(torch.randint(0, VOCAB, (batch, 9), generator=g), state, return_state=True)
         ids = torch.randint(0, VOCAB, (batch, length), generator=g)
         ref, ref_state = model(ids, state, return_state=True)
-        outs = sess.run(None, _feeds(ids, state))
+        outs = sess.run(None, torch_feeds(ids, state))
         assert outs[0].shape == (batch, length, VOCAB) and outs[0].dtype == np.float32
         np.testing.assert_allclose(outs[0], ref.float().numpy(), rtol=1e-4, atol=1e-4 * ref.abs().max().item())
         for got, want in zip(outs[1:], [t for pair in zip(ref_state.conv, ref_state.ssm) for t in pair]):
@@ -112,18 +92,18 @@ def test_chunked_prefill_with_state(exported, arch, recipe, bits):
     the torch model's chunks."""
     model, _, sess = exported(arch, recipe, bits)
     ids = torch.randint(0, VOCAB, (2, 29), generator=torch.Generator().manual_seed(2))
-    state = torch_state = _state(model, 2)
-    one = sess.run(None, _feeds(ids, state))
+    state = ref_state = graph_state(model, 2)
+    one = sess.run(None, torch_feeds(ids, state))
     logits, torch_logits = [], []
     for lo, hi in ((0, 8), (8, 19), (19, 20), (20, 29)):
-        outs = sess.run(None, _feeds(ids[:, lo:hi], state))
+        outs = sess.run(None, torch_feeds(ids[:, lo:hi], state))
         logits.append(outs[0])
-        state = _as_state(outs, state)
-        t_logits, torch_state = model(ids[:, lo:hi], torch_state, return_state=True)
+        state = torch_state(outs)
+        t_logits, ref_state = model(ids[:, lo:hi], ref_state, return_state=True)
         torch_logits.append(t_logits.float().numpy())
     chunked = np.concatenate(logits, axis=1)
     np.testing.assert_allclose(chunked, np.concatenate(torch_logits, axis=1), rtol=1e-4, atol=1e-4)
-    ssm_dtype = _state(model, 1).ssm[0].dtype
+    ssm_dtype = graph_state(model, 1).ssm[0].dtype
     if ssm_dtype == torch.int8:
         assert not np.allclose(chunked[:, 8:], one[0][:, 8:], atol=1e-6)  # the requantized state shows
     else:  # an fp16 state (W4A16, quamba v1) is rounded to fp16 at each boundary: looser tolerance
@@ -259,9 +239,9 @@ def test_external_data_past_the_protobuf_limit(exported, tmp_path, monkeypatch):
     assert (big / "model.onnx.data").is_file()
     assert (big / "model.onnx").stat().st_size < (out / "model.onnx").stat().st_size
     ids = np.arange(12, dtype=np.int64).reshape(2, 6) % VOCAB
-    state = _state(model, 2)
-    a = ort_ops.make_session(big, threads=1).run(None, _feeds(torch.from_numpy(ids), state))
-    b = sess.run(None, _feeds(torch.from_numpy(ids), state))
+    state = graph_state(model, 2)
+    a = ort_ops.make_session(big, threads=1).run(None, torch_feeds(torch.from_numpy(ids), state))
+    b = sess.run(None, torch_feeds(torch.from_numpy(ids), state))
     np.testing.assert_array_equal(a[0], b[0])
 
 

@@ -136,14 +136,14 @@ def prepare_model(model, info: ExportInfo | None = None):
                 got = types.get(name)
                 if got is None:
                     raise ExportError(f"cannot tell the dtype of {node.op_type} port {port.name} ({name!r})")
-                binding[port.dtype] = "T" if got == "float32" else got
+                binding[port.dtype] = got
             elif port.dtype == "T" and types.get(name, "float32") != "float32":
                 raise ExportError(f"{node.op_type} has {types[name]} activations: ONNX Runtime runs the fp32 "
                                   "export only (`quamba-edge export ... --dtype fp32`)")
-        node.op_type = _variant_name(rec.name, {k: ("float32" if v == "T" else v) for k, v in binding.items()})
+        node.op_type = _variant_name(rec.name, binding)
         node.domain = PYOP_DOMAIN
         for i, port in enumerate(rec.inputs):
-            if rec.resolve(port.dtype, {k: ("float32" if v == "T" else v) for k, v in binding.items()}) == "float16":
+            if rec.resolve(port.dtype, binding) == "float16":
                 cast_out = f"{node.input[i]}__as_f32_for_{node.name or node.output[0]}"
                 casts.append(onnx.helper.make_node("Cast", [node.input[i]], [cast_out], to=onnx.TensorProto.FLOAT))
                 node.input[i] = cast_out
@@ -151,7 +151,7 @@ def prepare_model(model, info: ExportInfo | None = None):
         # so putting them first is valid unless an fp16 input is computed inside the graph
         computed = {o for n in model.graph.node for o in n.output}
         if any(c.input[0] in computed for c in casts):
-            raise ExportError("an float16 input of a custom op is computed in the graph; export with --dtype fp32")
+            raise ExportError("a float16 input of a custom op is computed in the graph; export with --dtype fp32")
         nodes = casts + list(model.graph.node)
         del model.graph.node[:]
         model.graph.node.extend(nodes)
@@ -179,3 +179,22 @@ def make_session(info: ExportInfo | str | Path, threads: int | None = None):
     if threads:
         so.intra_op_num_threads = int(threads)
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def torch_feeds(input_ids, state) -> dict[str, np.ndarray]:
+    """Session inputs from torch ``input_ids [B, L]`` and a ``ModelState`` (graph layout in export/info.py);
+    for comparing a session with the torch model."""
+    feeds = {"input_ids": input_ids.numpy()}
+    for i, (conv, ssm) in enumerate(zip(state.conv, state.ssm)):
+        feeds[f"conv_state.{i}"], feeds[f"ssm_state.{i}"] = conv.numpy(), ssm.numpy()
+    return feeds
+
+
+def torch_state(outputs: list):
+    """The ``ModelState`` in a session's outputs (``logits`` first, then conv/ssm per layer)."""
+    import torch
+
+    from ..models.state import ModelState
+
+    states = [torch.from_numpy(o) for o in outputs[1:]]
+    return ModelState(states[0::2], states[1::2])
