@@ -61,6 +61,15 @@ inline std::string msg(const A&... a) {
   return r;
 }
 
+// An optional int8 per-channel parameter [C] (D, dt_bias) that comes with its scale.
+inline void check_channel_param(const std::optional<at::Tensor>& t, const char* name, int64_t C, bool has_scale,
+                                const char* scale_name) {
+  if (!t.has_value()) return;
+  check_tensor(*t, name, at::kChar, 1);
+  TORCH_CHECK(t->size(0) == C && t->is_contiguous() && has_scale,
+              msg(name, " must be [E] with ", scale_name));
+}
+
 inline const int8_t* i8(const at::Tensor& t) { return t.data_ptr<int8_t>(); }
 inline const int8_t* i8(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<int8_t>() : nullptr;

@@ -38,14 +38,8 @@ void quant_selective_scan(const at::Tensor& u_q, double u_scale, const at::Tenso
     TORCH_CHECK(z_q->stride(2) == 1, "z_q must be contiguous in the last dim");
     TORCH_CHECK(z_scale.has_value(), "z_scale is required with z_q");
   }
-  if (D_q.has_value()) {
-    check_tensor(*D_q, "D_q", at::kChar, 1);
-    TORCH_CHECK(D_q->size(0) == E && D_q->is_contiguous() && D_scale.has_value(), "D_q must be [E] with D_scale");
-  }
-  if (dt_bias_q.has_value()) {
-    check_tensor(*dt_bias_q, "dt_bias_q", at::kChar, 1);
-    TORCH_CHECK(dt_bias_q->size(0) == E && dt_bias_q->is_contiguous() && dt_bias_scale.has_value(), "dt_bias_q must be [E] with dt_bias_scale");
-  }
+  quamba_torch::check_channel_param(D_q, "D_q", E, D_scale.has_value(), "D_scale");
+  quamba_torch::check_channel_param(dt_bias_q, "dt_bias_q", E, dt_bias_scale.has_value(), "dt_bias_scale");
   const bool int8_state = state_scale.has_value();
   const auto st_dtype = int8_state ? at::kChar : at::kFloat;
   if (state_in.has_value()) {

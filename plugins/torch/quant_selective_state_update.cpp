@@ -45,14 +45,8 @@ void quant_selective_state_update(const at::Tensor& u_q, double u_scale, const a
     one_token(*z_q, "z_q", at::kChar, Bz, E, &p.z_stride_b);
     TORCH_CHECK(z_scale.has_value(), "z_scale is required with z_q");
   }
-  if (D_q.has_value()) {
-    check_tensor(*D_q, "D_q", at::kChar, 1);
-    TORCH_CHECK(D_q->size(0) == E && D_q->is_contiguous() && D_scale.has_value(), "D_q must be [E] with D_scale");
-  }
-  if (dt_bias_q.has_value()) {
-    check_tensor(*dt_bias_q, "dt_bias_q", at::kChar, 1);
-    TORCH_CHECK(dt_bias_q->size(0) == E && dt_bias_q->is_contiguous() && dt_bias_scale.has_value(), "dt_bias_q must be [E] with dt_bias_scale");
-  }
+  quamba_torch::check_channel_param(D_q, "D_q", E, D_scale.has_value(), "D_scale");
+  quamba_torch::check_channel_param(dt_bias_q, "dt_bias_q", E, dt_bias_scale.has_value(), "dt_bias_scale");
   const bool int8_state = state_scale.has_value();
   const auto st_dtype = int8_state ? at::kChar : at::kFloat;
   for (const at::Tensor* t : {&state, static_cast<const at::Tensor*>(&new_state)}) {
