@@ -32,6 +32,9 @@ Every ONNX custom op has a ``RECORD`` (``registry.OpRecord``) at the end of its 
 inputs/outputs with dtypes and shape rules, attributes, plugin version, why it is custom, and the node
 implementation ONNX Runtime runs. ``registry.render_markdown()`` renders plugins/OPS.md from them.
 
+``kernel_dispatch`` is what the quantized model calls for the 8 ops that have CUDA kernels: the same
+signatures, the kernel on CUDA tensors while the torch-cuda backend has them on, else these references.
+
 ``scales`` expands the compact Quamba2 scale tables (G x 4 x 4 head/channel groups, G SSD groups,
 per-segment scales) to the per-channel vectors these ops take.
 """

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops import kernel_dispatch  # the 8 kernel-backed ops: CUDA kernels when on
 from ..ops import registry
 from ..ops.quant_embedding import emit_quant_embedding
 from ..ops.scales import expand_segment_scales
@@ -431,8 +432,8 @@ class QuantAddRMSNorm(nn.Module):
             self.output_scale = None
 
     def forward(self, hidden: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return ops.quant_add_rms_norm(hidden, residual, self.weight, self.eps, self.output_scale,
-                                      self.residual_in_fp32)
+        return kernel_dispatch.quant_add_rms_norm(hidden, residual, self.weight, self.eps, self.output_scale,
+                                                  self.residual_in_fp32)
 
     @classmethod
     def from_float(cls, norm: nn.Module, out_scale=None, residual_in_fp32: bool = True,

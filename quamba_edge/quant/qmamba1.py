@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .. import ops
+from ..ops import kernel_dispatch  # the 8 kernel-backed ops: CUDA kernels when on
 from ..models import ssm as fp_ssm
 from ..models.config import MambaConfig
 from .gptq import GPTQResult
@@ -139,9 +140,9 @@ class QuantCausalConv1d(nn.Module):
 
     def forward(self, x_q: Tensor, out_scale: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
         bs = None if self.bias is None else self.per_channel(self.bias_scale)
-        return ops.quant_causal_conv1d(x_q, self.per_channel(self.input_scale), self.weight,
-                                       self.per_channel(self.weight_scale), self.bias, bs, out_scale,
-                                       conv_state, silu=True)
+        return kernel_dispatch.quant_causal_conv1d(x_q, self.per_channel(self.input_scale), self.weight,
+                                                   self.per_channel(self.weight_scale), self.bias, bs, out_scale,
+                                                   conv_state, silu=True)
 
     def dequantized(self) -> tuple[Tensor, Tensor | None]:
         w = self.weight.float() * self.per_channel(self.weight_scale).reshape(-1, 1)
@@ -308,7 +309,8 @@ class QMamba1Mixer(nn.Module):
     def _out_proj(self, y: Tensor) -> Tensor:
         if self.act8:
             if self.hadamard:
-                y_q = ops.quant_hadamard(y, _hadamard_for(self.d_inner, y.device), self.out_proj.input_scale)
+                y_q = kernel_dispatch.quant_hadamard(y, _hadamard_for(self.d_inner, y.device),
+                                                     self.out_proj.input_scale)
             else:
                 y_q = _quantize_int8(y, self.out_proj.input_scale)
             return self.out_proj(y_q)
@@ -330,13 +332,13 @@ class QMamba1Mixer(nn.Module):
         s_dt = self.dt_proj.output_scale.reshape(())
         args = (self.A_log, self.A_log_scale)
         if decode:
-            y, new_ssm = ops.quant_selective_state_update(
+            y, new_ssm = kernel_dispatch.quant_selective_state_update(
                 u_q[:, 0], self.conv_out_scale, dt_q[:, 0], s_dt, *args, B_q[:, 0], s_dbc, C_q[:, 0], s_dbc,
                 self.D, self.D_scale, z_q[:, 0], s_xz, self.dt_bias, self.dt_bias_scale,
                 ssm_state, self.ssm_state_scale)
             y = y.unsqueeze(1)
         else:
-            y, new_ssm = ops.quant_selective_scan(
+            y, new_ssm = kernel_dispatch.quant_selective_scan(
                 u_q, self.conv_out_scale, dt_q, s_dt, *args, B_q, s_dbc, C_q, s_dbc, self.D, self.D_scale,
                 z_q, s_xz, self.dt_bias, self.dt_bias_scale, ssm_state, self.ssm_state_scale)
         if not self.int8_state:

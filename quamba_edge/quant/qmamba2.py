@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .. import ops
+from ..ops import kernel_dispatch  # the 8 kernel-backed ops: CUDA kernels when on
 from ..models import ssm as fp_ssm
 from ..models.config import MambaConfig
 from ..ops.scales import head_channel_index
@@ -210,13 +211,13 @@ class QMamba2Mixer(nn.Module):
         B4, C4 = B_q.reshape(bsz, seqlen, G, N), C_q.reshape(bsz, seqlen, G, N)
         st_sc = self.state_channel_scales()
         if decode:
-            y, new_ssm = ops.quant_ssd_state_update(
+            y, new_ssm = kernel_dispatch.quant_ssd_state_update(
                 x4[:, 0], x_sc, dt_q[:, 0], s_dt, self.dt_bias, self.A_log, self.A_log_scale,
                 B4[:, 0], self.B_out_scale, C4[:, 0], self.C_out_scale, self.D, self.D_scale,
                 self.dt_limit, ssm_state, st_sc)
             y = y.unsqueeze(1)
         else:
-            y, new_ssm = ops.quant_ssd(
+            y, new_ssm = kernel_dispatch.quant_ssd(
                 x4, x_sc, dt_q, s_dt, self.dt_bias, self.A_log, self.A_log_scale, B4, self.B_out_scale,
                 C4, self.C_out_scale, self.D, self.D_scale, self.chunk_size, self.dt_limit,
                 ssm_state, st_sc)
@@ -225,10 +226,10 @@ class QMamba2Mixer(nn.Module):
         y = y.reshape(bsz, seqlen, e)
         tap(self.ssd_out, y)
         tap(self.ssm_state_act, self._dequant_state(new_ssm))
-        yn = ops.quant_gated_rms_norm(y, z_q.contiguous(), s_z, self.norm.weight, self.eps,
-                                      self.group_size_norm, self.norm_before_gate)
+        yn = kernel_dispatch.quant_gated_rms_norm(y, z_q.contiguous(), s_z, self.norm.weight, self.eps,
+                                                  self.group_size_norm, self.norm_before_gate)
         if self.hadamard:
-            y_q8 = ops.quant_hadamard(yn, _hadamard_for(e, yn.device), self.out_proj.input_scale)
+            y_q8 = kernel_dispatch.quant_hadamard(yn, _hadamard_for(e, yn.device), self.out_proj.input_scale)
         else:
             y_q8 = _quantize_int8(yn, self.out_proj.input_scale)
         return self.out_proj(y_q8), new_conv, new_ssm

@@ -289,6 +289,8 @@ class EdgeModel:
             if name == "torch" and device is not None and not str(device).startswith("cpu"):
                 raise ValueError(f"backend 'torch' runs on the CPU; for device {device!r} use backend='torch-cuda'")
             be = TorchBackend.load(folder, device=device, dtype=dtype, cuda=(name == "torch-cuda"))
+            if be.kernels_note:
+                reason = f"{reason}; {be.kernels_note}"
         return cls(be, _load_tok(tokenizer, be), backend_reason=reason, max_prompt_tokens=max_prompt_tokens,
                    prefill_chunk=prefill_chunk)
 
@@ -306,7 +308,8 @@ class EdgeModel:
             precision = str(getattr(qc, "bits", "fp16")) if qc is not None else "fp16"
         be = TorchBackend(model, tokenizer_dir=bundled_assets_dir() / "tokenizer", precision=precision,
                           description=f"in-memory {type(model).__name__}")
-        return cls(be, _load_tok(tokenizer, be), backend_reason="an in-memory torch model",
+        reason = "an in-memory torch model" + (f"; {be.kernels_note}" if be.kernels_note else "")
+        return cls(be, _load_tok(tokenizer, be), backend_reason=reason,
                    max_prompt_tokens=max_prompt_tokens, prefill_chunk=prefill_chunk)
 
     # ---- properties ----------------------------------------------------------------------------

@@ -6,11 +6,14 @@ Runs a quantized artifact (``QuantMambaLM``, the integer-faithful reference ops)
 imported only when a torch backend is asked for (the Jetson runtime has no torch).
 
 The FP model runs in float32 on CPU (its fp16 weights upcast) and in float16 on CUDA; the quantized
-reference computes its floating-point parts in float32 on both.
+reference computes its floating-point parts in float32 on both. On CUDA a quantized model runs its
+quantized SSM / conv / norm / Hadamard ops on the CUDA kernels (``quamba_edge.ops.kernel_dispatch``) when
+they build here and ``QUAMBA_KERNELS=0`` is not set; ``kernels_note`` says which.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,8 +66,16 @@ class TorchBackend(Backend):
         self.tokenizer_dir = tokenizer_dir
         self.eos_token_id = eos_token_id
         self.path = path
-        self.description = description
         self.max_prefill_len = None
+        # CUDA kernels for a quantized model on CUDA ("CUDA kernels: on" / "... off (why)"); None otherwise
+        self.kernel_ops: Any = None
+        self.kernels_note: str | None = None
+        if self._device.type == "cuda" and getattr(model, "quant_config", None) is not None:
+            from quamba_edge.ops import kernel_dispatch
+
+            self.kernel_ops, self.kernels_note = kernel_dispatch.load_kernels()
+            description = f"{description}; {self.kernels_note}" if description else self.kernels_note
+        self.description = description
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -106,10 +117,18 @@ class TorchBackend(Backend):
     def forward(self, input_ids: np.ndarray, state: Any | None, last_only: bool = False) -> tuple[np.ndarray, Any]:
         torch = self._torch
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._kernels():
             logits, new_state = self.model(ids, state, return_state=True, num_last_tokens=1 if last_only else 0)
             out = logits.float().cpu().numpy()
         return out, new_state
+
+    def _kernels(self) -> Any:
+        """The CUDA kernels for this forward when they are on, else a no-op context."""
+        if self.kernel_ops is None:
+            return contextlib.nullcontext()
+        from quamba_edge.ops import kernel_dispatch
+
+        return kernel_dispatch.use_kernels(self.kernel_ops)
 
     def new_state(self, batch_size: int) -> Any:
         return self.model.allocate_state(batch_size)

@@ -1,0 +1,491 @@
+"""Kernel dispatch: the quantized model's calls of the 8 kernel-backed ops go to the CUDA kernels when on.
+
+The quantized model (``quamba_edge/quant/q*.py``) calls these ops through this module. Each function has
+its reference op's signature and returns what the reference returns (shapes and dtypes: the kernels' fp16
+``y`` is handed back as fp32). It runs the kernel (``torch.ops.quamba_kernels``, see
+``quamba_edge.kernels``) only when
+
+* kernels are on: inside :func:`use_kernels` (the torch-cuda backend enters it around every forward),
+  unless the environment sets ``QUAMBA_KERNELS=0``;
+* the model is not being exported (export traces the reference ops, which emit the ONNX nodes);
+* every tensor argument is on one CUDA device and the shapes are ones the kernel takes (e.g. the SSD
+  kernels take d_state 16/32/64/128/256).
+
+Otherwise the reference op runs unchanged. States keep the reference's dtypes and layouts (an fp16 float
+state comes back fp32, as from the reference), so a state from either path continues on the other.
+Outputs are freshly allocated: the model never writes the ``state`` it is given (``generate(state=...)``
+and chunked prefill reuse it).
+
+``counts`` records, per op, kernel calls (``"quant_ssd"``) and fallbacks to the reference while kernels
+are on (``"quant_ssd:reference"``), so tests can prove the kernels ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .._tracing import exporting
+from ._common import Scale
+from .quant_add_rms_norm import quant_add_rms_norm as _ref_add_rms_norm
+from .quant_causal_conv1d import quant_causal_conv1d as _ref_causal_conv1d
+from .quant_gated_rms_norm import quant_gated_rms_norm as _ref_gated_rms_norm
+from .quant_hadamard import quant_hadamard as _ref_hadamard
+from .quant_selective_scan import quant_selective_scan as _ref_selective_scan
+from .quant_selective_state_update import quant_selective_state_update as _ref_selective_state_update
+from .quant_ssd import quant_ssd as _ref_ssd
+from .quant_ssd_state_update import quant_ssd_state_update as _ref_ssd_state_update
+
+__all__ = [
+    "KERNEL_OPS",
+    "counts",
+    "env_disabled",
+    "kernel_ops",
+    "load_kernels",
+    "use_kernels",
+    "quant_add_rms_norm",
+    "quant_causal_conv1d",
+    "quant_gated_rms_norm",
+    "quant_hadamard",
+    "quant_selective_scan",
+    "quant_selective_state_update",
+    "quant_ssd",
+    "quant_ssd_state_update",
+]
+
+KERNEL_OPS = ("quant_add_rms_norm", "quant_causal_conv1d", "quant_gated_rms_norm", "quant_hadamard",
+              "quant_selective_scan", "quant_selective_state_update", "quant_ssd", "quant_ssd_state_update")
+SSD_D_STATES = (16, 32, 64, 128, 256)  # quant_ssd.cu / quant_ssd_state_update.cu dispatch_n
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+_ACTIVE: ContextVar[Any] = ContextVar("quamba_kernel_ops", default=None)
+counts: Counter[str] = Counter()
+
+
+# ---- on / off --------------------------------------------------------------------------------------
+
+
+def env_disabled() -> bool:
+    """True when ``QUAMBA_KERNELS`` is 0 / false / off / no: the reference ops run everywhere."""
+    return os.environ.get("QUAMBA_KERNELS", "").strip().lower() in ("0", "false", "off", "no")
+
+
+@contextlib.contextmanager
+def use_kernels(ops: Any | None) -> Iterator[None]:
+    """Within this context the dispatching ops run ``ops`` (``quamba_edge.kernels.load()``) where they can;
+    ``None`` (or ``QUAMBA_KERNELS=0``) keeps the reference. Per thread / async context (a ContextVar)."""
+    token = _ACTIVE.set(None if env_disabled() else ops)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def kernel_ops() -> Any | None:
+    """The kernel ops object in effect here, or None."""
+    return _ACTIVE.get()
+
+
+def load_kernels() -> tuple[Any | None, str]:
+    """For the torch-cuda backend: (``torch.ops.quamba_kernels`` or None, ``"CUDA kernels: on"`` or
+    ``"CUDA kernels: off (<why>)"``). Builds the extension on first use (a minute or two)."""
+    from .. import kernels
+
+    if env_disabled():
+        return None, "CUDA kernels: off (QUAMBA_KERNELS=0)"
+    why = kernels.unavailable_reason()
+    if why is not None:
+        return None, f"CUDA kernels: off ({why})"
+    try:
+        ops = kernels.load()
+    except kernels.KernelsUnavailable as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, f"CUDA kernels: off ({first[:300]})"
+    return ops, "CUDA kernels: on"
+
+
+# ---- decisions -------------------------------------------------------------------------------------
+
+
+def _on_kernel_device(t: torch.Tensor) -> bool:
+    """Where the kernels run (the CPU tests patch this to route CPU tensors to a fake ops object)."""
+    return t.is_cuda
+
+
+def _kernels_for(op: str, tensors: tuple[Any, ...], supported: Callable[[], bool]) -> Any | None:
+    """The kernel ops for this call, or None for the reference (counted as a fallback when kernels are on)."""
+    if exporting():  # checked first: the export trace must see the reference ops only
+        return None
+    ops = _ACTIVE.get()
+    if ops is None:
+        return None
+    dev = None
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
+        if not _on_kernel_device(t) or (dev is not None and t.device != dev):
+            counts[op + ":reference"] += 1
+            return None
+        dev = t.device
+    if dev is None or not supported():
+        counts[op + ":reference"] += 1
+        return None
+    counts[op] += 1
+    return ops
+
+
+def _scalar(s: Any) -> bool:
+    """A per-tensor scale the kernels take as a float."""
+    return s is not None and (not isinstance(s, torch.Tensor) or s.numel() == 1)
+
+
+def _opt_scalar(s: Any) -> bool:
+    return s is None or _scalar(s)
+
+
+def _numel_in(s: Any, *sizes: int) -> bool:
+    return not isinstance(s, torch.Tensor) or s.numel() in (1, *sizes)
+
+
+def _channel_param(q: torch.Tensor | None, s: Any, c: int) -> bool:
+    """An optional int8 [C] parameter (D, dt_bias) that comes with a per-tensor scale."""
+    return q is None or (q.dtype == torch.int8 and tuple(q.shape) == (c,) and _scalar(s))
+
+
+def _one_token(t: torch.Tensor | None, b: int, *tail: int) -> bool:
+    """[B, *tail] or [B, 1, *tail] int8."""
+    if t is None or t.dtype != torch.int8:
+        return False
+    shape = tuple(t.shape)
+    return shape == (b, *tail) or shape == (b, 1, *tail)
+
+
+def _state_dtype_ok(state: torch.Tensor, state_scale: Any) -> bool:
+    """int8 with a state scale, else a float state (as the reference requires)."""
+    return state.dtype == torch.int8 if state_scale is not None else state.is_floating_point()
+
+
+def _conv_scale(s: Any, c: int) -> bool:
+    """A conv scale as the reference takes it: a scalar or [C]."""
+    return not isinstance(s, torch.Tensor) or s.dim() == 0 or tuple(s.shape) == (c,)
+
+
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _hadamard_size(n: int) -> bool:
+    """Sizes the Hadamard kernel takes: b * 2^k for b in 1, 12, 20, 28, 40, n <= 32768."""
+    return n <= 32768 and any(n % b == 0 and _pow2(n // b) for b in (1, 12, 20, 28, 40))
+
+
+# ---- argument conversion ---------------------------------------------------------------------------
+
+_FLOAT_CACHE: dict[tuple, tuple[torch.Tensor, float]] = {}
+
+
+def _f(s: Scale) -> float:
+    """A scale as a python float. A CUDA scalar costs a device sync, once per op call and scale; so values
+    of persistent tensors (buffers and their views) are cached by (address, dtype, version): the cache
+    holds the tensor, so the address cannot be reused by another tensor, and any in-place write bumps the
+    version. Tensors made in inference mode have no version counter and are read every time."""
+    if not isinstance(s, torch.Tensor):
+        return float(s)
+    if not s.is_cuda:
+        return float(s)
+    try:
+        key = (s.data_ptr(), s.dtype, s.device, s._version)
+    except RuntimeError:  # an inference tensor
+        return float(s)
+    hit = _FLOAT_CACHE.get(key)
+    if hit is None:
+        if len(_FLOAT_CACHE) >= 4096:
+            _FLOAT_CACHE.clear()
+        hit = _FLOAT_CACHE[key] = (s, float(s))
+    return hit[1]
+
+
+def _opt_f(s: Scale | None) -> float | None:
+    return None if s is None else _f(s)
+
+
+def _scale_tensor(s: Scale, device: torch.device) -> torch.Tensor:
+    """A scale the kernels take as a tensor (one value or per channel): contiguous fp32 on ``device``."""
+    if not isinstance(s, torch.Tensor):
+        return torch.full((), float(s), dtype=torch.float32, device=device)
+    return s.to(device=device, dtype=torch.float32).contiguous()
+
+
+def _last_dense(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernels need unit stride in the last dim (other strides are passed through)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def _float_state(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A float state as the kernels take it and the reference returns it: contiguous fp32."""
+    return None if t is None else t.to(torch.float32).contiguous()
+
+
+def _empty(shape: Any, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=dtype, device=like.device)
+
+
+# ---- the ops ---------------------------------------------------------------------------------------
+
+
+def quant_add_rms_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor | None,
+                       eps: float, out_scale: Scale | None,
+                       residual_in_fp32: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_add_rms_norm`` (a float ``y`` comes back fp32; the kernel rounds it to fp16)."""
+    def supported() -> bool:
+        d = hidden.shape[-1] if hidden.dim() >= 1 else 0
+        return (hidden.dtype in _FLOATS and 1 <= d <= 16384 and _opt_scalar(out_scale)
+                and (residual is None or (residual.dtype in _FLOATS and residual.shape == hidden.shape))
+                and (weight is None or (weight.is_floating_point() and weight.numel() == d)))
+
+    k = _kernels_for("quant_add_rms_norm", (hidden, residual, weight, out_scale), supported)
+    if k is None:
+        return _ref_add_rms_norm(hidden, residual, weight, eps, out_scale, residual_in_fp32)
+    q = out_scale is not None
+    y = _empty(hidden.shape, torch.int8 if q else torch.float16, hidden)
+    res = _empty(hidden.shape, torch.float32 if residual_in_fp32 else hidden.dtype, hidden)
+    k.quant_add_rms_norm(hidden, residual, weight, float(eps), _opt_f(out_scale), y, res)
+    return (y if q else y.float()), res
+
+
+def quant_gated_rms_norm(y: torch.Tensor, z_q: torch.Tensor, z_scale: Scale, weight: torch.Tensor, eps: float,
+                         group_size: int, norm_before_gate: bool = False) -> torch.Tensor:
+    """``ops.quant_gated_rms_norm`` (the kernel's fp16 output comes back fp32)."""
+    def supported() -> bool:
+        e = y.shape[-1] if y.dim() >= 1 else 0
+        return (y.dtype in _FLOATS and z_q.dtype == torch.int8 and z_q.shape == y.shape and _scalar(z_scale)
+                and 1 <= group_size <= 16384 and e % group_size == 0
+                and weight.is_floating_point() and weight.numel() == e)
+
+    k = _kernels_for("quant_gated_rms_norm", (y, z_q, z_scale, weight), supported)
+    if k is None:
+        return _ref_gated_rms_norm(y, z_q, z_scale, weight, eps, group_size, norm_before_gate)
+    out = _empty(y.shape, torch.float16, y)
+    k.quant_gated_rms_norm(y, z_q, _f(z_scale), weight, float(eps), int(group_size), bool(norm_before_gate), out)
+    return out.float()
+
+
+def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> torch.Tensor:
+    """``ops.quant_hadamard``. The kernel reads the base factor of ``matrix`` (the Kronecker-structured
+    ``quant.hadamard.hadamard_matrix``, the only matrix the model passes)."""
+    def supported() -> bool:
+        n = x.shape[-1] if x.dim() >= 1 else 0
+        return (x.dtype in _FLOATS and _hadamard_size(n) and matrix.dtype == torch.float32
+                and tuple(matrix.shape) == (n, n) and _scalar(out_scale))
+
+    k = _kernels_for("quant_hadamard", (x, matrix, out_scale), supported)
+    if k is None:
+        return _ref_hadamard(x, matrix, out_scale)
+    y = _empty(x.shape, torch.int8, x)
+    k.quant_hadamard(x, matrix, _f(out_scale), y)
+    return y
+
+
+def quant_causal_conv1d(x_q: torch.Tensor, x_scale: Scale, w_q: torch.Tensor, w_scale: Scale,
+                        b_q: torch.Tensor | None, b_scale: Scale | None, out_scale: Scale,
+                        conv_state: torch.Tensor | None = None,
+                        silu: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_causal_conv1d``."""
+    def supported() -> bool:
+        if x_q.dtype != torch.int8 or x_q.dim() != 3 or w_q.dtype != torch.int8 or w_q.dim() != 2:
+            return False
+        b, L, c = x_q.shape
+        kw = w_q.shape[1]
+        return (w_q.shape[0] == c and 1 <= kw <= 8 and 1 <= b <= 65535 and 1 <= L and -(-L // 16) <= 65535
+                and all(_conv_scale(s, c) for s in (x_scale, w_scale, out_scale))
+                and (conv_state is None or (conv_state.dtype == torch.int8
+                                            and tuple(conv_state.shape) == (b, c, kw - 1)))
+                and (b_q is None or (b_q.dtype == torch.int8 and tuple(b_q.shape) == (c,)
+                                     and b_scale is not None and _conv_scale(b_scale, c))))
+
+    k = _kernels_for("quant_causal_conv1d",
+                     (x_q, x_scale, w_q, w_scale, b_q, b_scale, out_scale, conv_state), supported)
+    if k is None:
+        return _ref_causal_conv1d(x_q, x_scale, w_q, w_scale, b_q, b_scale, out_scale, conv_state, silu)
+    b, L, c = x_q.shape
+    dev = x_q.device
+    y_q = _empty((b, L, c), torch.int8, x_q)
+    new_state = _empty((b, c, w_q.shape[1] - 1), torch.int8, x_q)
+    k.quant_causal_conv1d(_last_dense(x_q), _scale_tensor(x_scale, dev), w_q.contiguous(),
+                          _scale_tensor(w_scale, dev), None if b_q is None else b_q.contiguous(),
+                          None if b_q is None else _scale_tensor(b_scale, dev),
+                          _scale_tensor(out_scale, dev), conv_state, bool(silu), y_q, new_state)
+    return y_q, new_state
+
+
+def _scan_supported(u_q, A_log_q, dt_q, B_q, C_q, D_q, D_scale, z_q, z_scale, dt_bias_q, dt_bias_scale,
+                    scales, state, state_scale, decode: bool) -> bool:
+    """Shared checks of the Mamba1 scan kernels (prefill: [B, L, ...]; decode: one token)."""
+    if A_log_q.dtype != torch.int8 or A_log_q.dim() != 2 or u_q.dtype != torch.int8:
+        return False
+    e, n = A_log_q.shape
+    if not (1 <= n <= 256 and all(_scalar(s) for s in scales) and _opt_scalar(state_scale)):
+        return False
+    if decode:
+        b = u_q.shape[0]
+        acts = (_one_token(t, b, c) for t, c in ((u_q, e), (dt_q, e), (B_q, n), (C_q, n)))
+        gate = z_q is None or _one_token(z_q, b, e)
+        size_ok = 1 <= b <= 65535 and b * e * 32 < 2**31
+    else:
+        if u_q.dim() != 3:
+            return False
+        b, L, _ = u_q.shape
+        acts = (t.dtype == torch.int8 and tuple(t.shape) == s
+                for t, s in ((u_q, (b, L, e)), (dt_q, (b, L, e)), (B_q, (b, L, n)), (C_q, (b, L, n))))
+        gate = z_q is None or (z_q.dtype == torch.int8 and tuple(z_q.shape) == (b, L, e))
+        size_ok = 1 <= b <= 65535 and L >= 1
+    if state is not None and (tuple(state.shape) != (b, e, n) or not _state_dtype_ok(state, state_scale)):
+        return False
+    return (size_ok and all(acts) and gate and (z_q is None or _scalar(z_scale))
+            and _channel_param(D_q, D_scale, e) and _channel_param(dt_bias_q, dt_bias_scale, e))
+
+
+def quant_selective_scan(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale,
+                         A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor, B_scale: Scale,
+                         C_q: torch.Tensor, C_scale: Scale, D_q: torch.Tensor | None, D_scale: Scale | None,
+                         z_q: torch.Tensor | None, z_scale: Scale | None, dt_bias_q: torch.Tensor | None,
+                         dt_bias_scale: Scale | None, state_in: torch.Tensor | None = None,
+                         state_scale: Scale | None = None,
+                         chunk_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_selective_scan`` (y fp32; the state int8, or fp32 for a float state)."""
+    args = (u_q, u_scale, dt_q, dt_scale, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale, z_q,
+            z_scale, dt_bias_q, dt_bias_scale)
+    k = _kernels_for("quant_selective_scan", (*args, state_in, state_scale), lambda: _scan_supported(
+        u_q, A_log_q, dt_q, B_q, C_q, D_q, D_scale, z_q, z_scale, dt_bias_q, dt_bias_scale,
+        (u_scale, dt_scale, A_log_scale, B_scale, C_scale), state_in, state_scale, decode=False))
+    if k is None:
+        return _ref_selective_scan(*args, state_in, state_scale, chunk_size)
+    b, L, e = u_q.shape
+    n = A_log_q.shape[1]
+    int8_state = state_scale is not None
+    y = _empty((b, L, e), torch.float16, u_q)
+    state_out = _empty((b, e, n), torch.int8 if int8_state else torch.float32, u_q)
+    st = state_in.contiguous() if int8_state and state_in is not None else _float_state(state_in)
+    k.quant_selective_scan(_last_dense(u_q), _f(u_scale), _last_dense(dt_q), _f(dt_scale), A_log_q.contiguous(),
+                           _f(A_log_scale), _last_dense(B_q), _f(B_scale), _last_dense(C_q), _f(C_scale),
+                           None if D_q is None else D_q.contiguous(), _opt_f(D_scale) if D_q is not None else None,
+                           _last_dense(z_q), _opt_f(z_scale) if z_q is not None else None,
+                           None if dt_bias_q is None else dt_bias_q.contiguous(),
+                           _opt_f(dt_bias_scale) if dt_bias_q is not None else None,
+                           st, _opt_f(state_scale), y, state_out)
+    return y.float(), state_out
+
+
+def quant_selective_state_update(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale,
+                                 A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor, B_scale: Scale,
+                                 C_q: torch.Tensor, C_scale: Scale, D_q: torch.Tensor | None,
+                                 D_scale: Scale | None, z_q: torch.Tensor | None, z_scale: Scale | None,
+                                 dt_bias_q: torch.Tensor | None, dt_bias_scale: Scale | None,
+                                 state: torch.Tensor,
+                                 state_scale: Scale | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_selective_state_update`` (y fp32 shaped like ``u_q``; a new state, ``state`` untouched)."""
+    args = (u_q, u_scale, dt_q, dt_scale, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale, z_q,
+            z_scale, dt_bias_q, dt_bias_scale)
+    k = _kernels_for("quant_selective_state_update", (*args, state, state_scale), lambda: state is not None
+                     and u_q.dim() in (2, 3) and _scan_supported(
+                         u_q, A_log_q, dt_q, B_q, C_q, D_q, D_scale, z_q, z_scale, dt_bias_q, dt_bias_scale,
+                         (u_scale, dt_scale, A_log_scale, B_scale, C_scale), state, state_scale, decode=True))
+    if k is None:
+        return _ref_selective_state_update(*args, state, state_scale)
+    e, n = A_log_q.shape
+    b = u_q.shape[0]
+    int8_state = state_scale is not None
+    y = _empty(u_q.shape, torch.float16, u_q)
+    new_state = _empty((b, e, n), torch.int8 if int8_state else torch.float32, u_q)
+    st = state.contiguous() if int8_state else _float_state(state)
+    k.quant_selective_state_update(
+        _last_dense(u_q), _f(u_scale), _last_dense(dt_q), _f(dt_scale), A_log_q.contiguous(), _f(A_log_scale),
+        _last_dense(B_q), _f(B_scale), _last_dense(C_q), _f(C_scale), None if D_q is None else D_q.contiguous(),
+        _opt_f(D_scale) if D_q is not None else None, _last_dense(z_q),
+        _opt_f(z_scale) if z_q is not None else None, None if dt_bias_q is None else dt_bias_q.contiguous(),
+        _opt_f(dt_bias_scale) if dt_bias_q is not None else None, st, _opt_f(state_scale), y, new_state)
+    return y.float(), new_state
+
+
+def _ssd_supported(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q,
+                   D_scale, state, state_scale, decode: bool) -> bool:
+    """Shared checks of the Mamba2 SSD kernels (prefill: [B, L, ...]; decode: one token)."""
+    if A_log_q.dtype != torch.int8 or A_log_q.dim() != 1 or x_q.dtype != torch.int8:
+        return False
+    h = A_log_q.shape[0]
+    if decode:
+        if x_q.dim() not in (3, 4) or B_q.dim() not in (3, 4):
+            return False
+        b, p, g, n = x_q.shape[0], x_q.shape[-1], B_q.shape[-2], B_q.shape[-1]
+        acts = (_one_token(x_q, b, h, p), _one_token(dt_q, b, h), _one_token(B_q, b, g, n),
+                _one_token(C_q, b, g, n))
+    else:
+        if x_q.dim() != 4 or B_q.dim() != 4:
+            return False
+        b, L, _, p = x_q.shape
+        g, n = B_q.shape[-2:]
+        acts = (t.dtype == torch.int8 and tuple(t.shape) == s for t, s in (
+            (x_q, (b, L, h, p)), (dt_q, (b, L, h)), (B_q, (b, L, g, n)), (C_q, (b, L, g, n))))
+    if not (n in SSD_D_STATES and g >= 1 and h % g == 0 and 1 <= b <= 65535 and h <= 65535 and all(acts)):
+        return False
+    if state is not None and (tuple(state.shape) != (b, h, p, n) or not _state_dtype_ok(state, state_scale)):
+        return False
+    return (_numel_in(x_scale, h * p) and _numel_in(B_scale, g) and _numel_in(C_scale, g)
+            and (state_scale is None or _numel_in(state_scale, h * p * n))
+            and _scalar(dt_scale) and _scalar(A_log_scale) and dt_bias.is_floating_point() and dt_bias.numel() == h
+            and (D_q is None or (D_q.dtype == torch.int8 and tuple(D_q.shape) == (h,) and _scalar(D_scale))))
+
+
+def quant_ssd(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale, dt_bias: torch.Tensor,
+              A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor, B_scale: Scale, C_q: torch.Tensor,
+              C_scale: Scale, D_q: torch.Tensor | None, D_scale: Scale | None, chunk_size: int,
+              dt_limit: tuple[float, float] = (0.0, float("inf")), state_in: torch.Tensor | None = None,
+              state_scale: Scale | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_ssd`` (y fp32; the state int8, or fp32 for a float state)."""
+    args = (x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale)
+    k = _kernels_for("quant_ssd", (*args, state_in, state_scale), lambda: int(chunk_size) >= 1 and _ssd_supported(
+        *args, state_in, state_scale, decode=False))
+    if k is None:
+        return _ref_ssd(*args, chunk_size, dt_limit, state_in, state_scale)
+    b, L, h, p = x_q.shape
+    n = B_q.shape[-1]
+    dev = x_q.device
+    int8_state = state_scale is not None
+    y = _empty((b, L, h, p), torch.float16, x_q)
+    state_out = _empty((b, h, p, n), torch.int8 if int8_state else torch.float32, x_q)
+    st = state_in.contiguous() if int8_state and state_in is not None else _float_state(state_in)
+    k.quant_ssd(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), dt_bias, A_log_q, _f(A_log_scale), B_q,
+                _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev), D_q,
+                _f(D_scale) if D_q is not None else 0.0, int(chunk_size), float(dt_limit[0]), float(dt_limit[1]),
+                st, None if state_scale is None else _scale_tensor(state_scale, dev), y, state_out)
+    return y.float(), state_out
+
+
+def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale,
+                           dt_bias: torch.Tensor, A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor,
+                           B_scale: Scale, C_q: torch.Tensor, C_scale: Scale, D_q: torch.Tensor | None,
+                           D_scale: Scale | None, dt_limit: tuple[float, float], state: torch.Tensor,
+                           state_scale: Scale | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_ssd_state_update`` (y fp32 shaped like ``x_q``; a new state, ``state`` untouched)."""
+    args = (x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale)
+    k = _kernels_for("quant_ssd_state_update", (*args, state, state_scale), lambda: state is not None
+                     and _ssd_supported(*args, state, state_scale, decode=True))
+    if k is None:
+        return _ref_ssd_state_update(*args, dt_limit, state, state_scale)
+    b, h, p, n = state.shape
+    dev = x_q.device
+    int8_state = state_scale is not None
+    y = _empty(x_q.shape, torch.float16, x_q)
+    new_state = _empty((b, h, p, n), torch.int8 if int8_state else torch.float32, x_q)
+    st = state.contiguous() if int8_state else _float_state(state)
+    k.quant_ssd_state_update(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), dt_bias, A_log_q,
+                             _f(A_log_scale), B_q, _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev),
+                             D_q, _f(D_scale) if D_q is not None else 0.0, float(dt_limit[0]),
+                             float(dt_limit[1]), st, None if state_scale is None else _scale_tensor(state_scale, dev),
+                             y, new_state)
+    return y.float(), new_state

@@ -1,0 +1,219 @@
+"""Shared by the kernel-dispatch tests (CPU: tests/test_kernel_dispatch.py; GPU:
+tests/gpu/test_torch_cuda_kernels.py): tiny quantized models with shapes the CUDA kernels take, for every
+recipe, and ``FakeKernels``, a stand-in for ``torch.ops.quamba_kernels`` built from the bindings' own schemas
+and the reference ops."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from quamba_edge import ops
+from quamba_edge._tracing import exporting
+from quamba_edge.models import MambaConfig, MambaLM
+from quamba_edge.quant.recipes import RECIPES, quantize_model
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 8192  # the bundled tokenizer's size, so EdgeModel can load the saved artifacts
+
+#: (recipe, bits, arch) for every valid combination, as test ids
+CASES = [(r, b, a) for r, b, a in RECIPES]
+CASE_IDS = ["-".join(c) for c in CASES]
+
+
+def kernel_config(arch: str) -> MambaConfig:
+    """Tiny, but inside every kernel's supported set: d_state 16 (the SSD kernels take 16/32/64/128/256),
+    d_inner 128 (a Hadamard size), Mamba2 with 2 SSD groups of 4 heads (the G x 4 x 4 scale tables)."""
+    kw = dict(d_state=16, headdim=16, ngroups=2, chunk_size=8) if arch == "mamba2" else dict(d_state=16)
+    return MambaConfig(arch=arch, d_model=64, n_layer=2, vocab_size=VOCAB, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_fp(arch: str) -> MambaLM:
+    """Random FP model; the embedding is scaled up so greedy choices are clear (as runtime_helpers)."""
+    torch.manual_seed(0)
+    m = MambaLM(kernel_config(arch)).eval()
+    with torch.no_grad():
+        m.embedding.weight.mul_(25.0)
+    return m
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_quantized(recipe: str, bits: str, arch: str):
+    """``tiny_fp(arch)`` quantized on CPU (a few short calibration samples; RTN-free GPTQ on two)."""
+    g = torch.Generator().manual_seed(1)
+    calib = [torch.randint(0, VOCAB, (1, 48), generator=g) for _ in range(4)]
+    opts = {} if bits == "w8a8" else {"group_size": 32}
+    return quantize_model(tiny_fp(arch), recipe, bits, calib, gptq_calib=calib[:2], **opts).eval()
+
+
+def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
+    """The kernel-backed ops a quantized model's forward calls (prefill, or a one-token decode step)."""
+    qc, arch = model.quant_config, model.config.arch
+    names = {"quant_add_rms_norm"}  # block norms and norm_f, every recipe (a float output for W4A16)
+    if qc.act8:
+        names.add("quant_causal_conv1d")
+        if qc.out_proj_hadamard:
+            names.add("quant_hadamard")
+        if arch == "mamba1":
+            names.add("quant_selective_state_update" if decode else "quant_selective_scan")
+        else:
+            names |= {"quant_ssd_state_update" if decode else "quant_ssd", "quant_gated_rms_norm"}
+    return names
+
+
+# ---- the bindings' schemas -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def binding_schemas() -> dict[str, Any]:
+    """op name -> ``torch.FunctionSchema`` parsed from the ``m.def`` of plugins/torch/<op>.cpp."""
+    out = {}
+    for cpp in sorted((REPO / "plugins" / "torch").glob("*.cpp")):
+        m = re.search(r'm\.def\(\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\)', cpp.read_text())
+        assert m, f"no m.def schema in {cpp}"
+        schema = torch._C.parse_schema("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))))
+        out[schema.name.split("::")[-1]] = schema
+    return out
+
+
+def _kind_ok(t: Any, v: Any) -> bool:
+    kind = t.kind()
+    if kind == "OptionalType":
+        return v is None or _kind_ok(t.getElementType(), v)
+    if kind == "TensorType":
+        return isinstance(v, torch.Tensor)
+    if kind == "FloatType":
+        return isinstance(v, (float, int)) and not isinstance(v, bool)
+    if kind == "IntType":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "BoolType":
+        return isinstance(v, bool)
+    raise AssertionError(f"schema type {t} not handled by the fake")
+
+
+def split_call(schema: Any, args: tuple) -> tuple[list, list]:
+    """Check positional ``args`` against ``schema`` (count and kind of every argument, as the dispatcher
+    would) and return (inputs, outputs): the arguments before and the ``Tensor(a!)`` ones."""
+    params = schema.arguments
+    required = sum(not a.has_default_value() for a in params)
+    assert required <= len(args) <= len(params), f"{schema.name}: {len(args)} arguments, schema {schema}"
+    ins, outs = [], []
+    for a, v in zip(params, args):
+        assert _kind_ok(a.type, v), f"{schema.name}: argument {a.name} is {type(v).__name__}, schema says {a.type}"
+        if a.alias_info is not None and a.alias_info.is_write:
+            outs.append(v)
+        elif not outs:
+            ins.append(v)
+    return ins, outs
+
+
+# ---- the fake kernels: the reference ops behind the bindings' argument lists ------------------------------
+
+
+def _state_dtype(scale: Any, st: torch.Tensor) -> None:
+    want = (torch.int8,) if scale is not None else (torch.float32, torch.float16)
+    assert st.dtype in want, f"state dtype {st.dtype}, the binding wants {want}"
+
+
+def _add_rms_norm(i, o):
+    hidden, residual, weight, eps, out_scale = i
+    y, res = o
+    assert y.dtype == (torch.int8 if out_scale is not None else torch.float16)
+    ry, rres = ops.quant_add_rms_norm(hidden, residual, weight, eps, out_scale, res.dtype == torch.float32)
+    y.copy_(ry)
+    res.copy_(rres)
+
+
+def _gated_rms_norm(i, o):
+    (out,) = o
+    assert out.dtype == torch.float16
+    out.copy_(ops.quant_gated_rms_norm(*i))
+
+
+def _hadamard(i, o):
+    (y,) = o
+    assert y.dtype == torch.int8
+    y.copy_(ops.quant_hadamard(*i))
+
+
+def _causal_conv1d(i, o):
+    y, st = o
+    assert y.dtype == st.dtype == torch.int8 and st.is_contiguous()
+    for s in (i[1], i[3], i[5], i[6]):  # the binding: fp32, contiguous, one value or [C]
+        assert s is None or (s.dtype == torch.float32 and s.is_contiguous() and s.dim() <= 1)
+    ry, rst = ops.quant_causal_conv1d(*i)
+    y.copy_(ry)
+    st.copy_(rst)
+
+
+def _scan(ref: Callable) -> Callable:
+    def run(i, o):
+        y, st = o
+        state_in, state_scale = i[16], i[17]
+        assert y.dtype == torch.float16
+        _state_dtype(state_scale, st)
+        assert state_in is None or (state_in.dtype == st.dtype and state_in.is_contiguous())
+        ry, rst = ref(*i[:18])
+        y.copy_(ry)
+        st.copy_(rst)
+    return run
+
+
+def _ssd(ref: Callable, decode: bool) -> Callable:
+    def run(i, o):
+        y, st = o
+        head, rest = i[:13], i[13:]
+        if decode:
+            lo, hi, state_in, state_scale = rest
+            args = (*head, (lo, hi), state_in, state_scale)
+        else:
+            chunk, lo, hi, state_in, state_scale = rest
+            args = (*head, chunk, (lo, hi), state_in, state_scale)
+        assert y.dtype == torch.float16
+        _state_dtype(state_scale, st)
+        assert state_in is None or (state_in.dtype == st.dtype and state_in.is_contiguous())
+        ry, rst = ref(*args)
+        y.copy_(ry)
+        st.copy_(rst)
+    return run
+
+
+_IMPLS: dict[str, Callable] = {
+    "quant_add_rms_norm": _add_rms_norm,
+    "quant_gated_rms_norm": _gated_rms_norm,
+    "quant_hadamard": _hadamard,
+    "quant_causal_conv1d": _causal_conv1d,
+    "quant_selective_scan": _scan(ops.quant_selective_scan),
+    "quant_selective_state_update": _scan(ops.quant_selective_state_update),
+    "quant_ssd": _ssd(ops.quant_ssd, decode=False),
+    "quant_ssd_state_update": _ssd(ops.quant_ssd_state_update, decode=True),
+}
+
+
+class FakeKernels:
+    """Stands in for ``torch.ops.quamba_kernels`` (on any device): each call is checked against the
+    binding's schema (argument count and kinds; output and state dtypes), then the reference op computes
+    the result, written into the outputs as the kernel writes them (``y`` in fp16). ``calls`` counts the
+    calls per op; a call while exporting fails the test."""
+
+    def __init__(self) -> None:
+        self.schemas = binding_schemas()
+        self.calls: Counter[str] = Counter()
+        assert set(self.schemas) == set(_IMPLS), sorted(self.schemas)
+
+    def __getattr__(self, name: str) -> Callable:
+        if name.startswith("_") or name in ("schemas", "calls") or name not in self.schemas:
+            raise AttributeError(name)
+        return functools.partial(self._call, name)
+
+    def _call(self, name: str, *args: Any) -> None:
+        assert not exporting(), f"{name} called while exporting"
+        ins, outs = split_call(self.schemas[name], args)
+        _IMPLS[name](ins, outs)
+        self.calls[name] += 1
