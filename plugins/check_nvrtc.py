@@ -48,17 +48,41 @@ RELEASES = {
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_12_x86_64", "manylinux2010_x86_64",
              "manylinux_2_27_x86_64", "manylinux_2_28_x86_64", "manylinux1_x86_64"]
 
-# NVRTC has no C library headers; the kernels need only the fixed-width integers.
+# NVRTC has no C / C++ library headers: what the kernel files use of them, for the device-side check only
+# (the host code's own use of these headers is compiled by nvcc in check_compile.py).
 STDINT_H = """#pragma once
 typedef signed char int8_t; typedef unsigned char uint8_t; typedef short int16_t; typedef unsigned short uint16_t;
 typedef int int32_t; typedef unsigned int uint32_t; typedef long long int64_t; typedef unsigned long long uint64_t;
 typedef long long intptr_t; typedef unsigned long long uintptr_t;
+#define INT8_MIN (-128)
+#define INT8_MAX 127
+#define INT32_MIN (-2147483647 - 1)
+#define INT32_MAX 2147483647
+#define INT64_MAX 9223372036854775807LL
+#define UINT32_MAX 4294967295U
+"""
+ATOMIC_H = """#pragma once
+// the host-side per-device caches of the launch code (std::atomic<int> load / store)
+namespace std {
+enum memory_order { memory_order_relaxed, memory_order_acquire, memory_order_release, memory_order_seq_cst };
+template <class T> struct atomic {
+  T v;
+  T load(memory_order = memory_order_seq_cst) const { return v; }
+  void store(T x, memory_order = memory_order_seq_cst) { v = x; }
+};
+}  // namespace std
 """
 HOST_STUBS_H = """#pragma once
 #include <cuda_runtime.h>
 // Host-only runtime calls, as device stubs, so that the launch code type-checks under -default-device.
 template <class T>
 __device__ inline cudaError_t cudaFuncSetAttribute(T*, cudaFuncAttribute, int) { return cudaSuccess; }
+// declared by the device runtime header, defined only in libcudadevrt (not linked here)
+template <typename T>
+static __inline__ __device__ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, T, int, size_t) {
+  *n = 1;
+  return cudaSuccess;
+}
 """
 
 
@@ -139,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="quamba_nvrtc_") as tmp:
         shim = Path(tmp)
         (shim / "stdint.h").write_text(STDINT_H)
+        (shim / "atomic").write_text(ATOMIC_H)
         (shim / "quamba_nvrtc_host_stubs.h").write_text(HOST_STUBS_H)
         for release in args.cuda:
             try:

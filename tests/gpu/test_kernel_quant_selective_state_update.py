@@ -35,6 +35,12 @@ CASES = [
     (1, 17, 7, False, False, True, True, True),
     (4, 24, 256, True, True, True, True, True),
     (8, 1000, 16, True, True, True, True, True),
+    # batches past one wave of blocks: several rows per block (row loop with prefetch, double-buffered B / C)
+    (64, 5120, 16, True, True, True, True, True),     # mamba-2.8b decode batch
+    (67, 5120, 16, True, False, False, False, False),  # uneven rows per block
+    (200, 1024, 20, True, True, True, True, True),    # scalar path, 2 lanes per channel
+    (128, 2048, 16, False, True, True, True, True),   # fp32 state
+    (64, 512, 256, True, False, True, True, True),    # 16 lanes per channel
 ]
 
 
@@ -89,7 +95,9 @@ def test_in_place_decode_loop_matches_prefill(kernels, int8):
 
 def test_sanitize_quant_selective_state_update(kernels):
     gen = torch.Generator(device="cuda").manual_seed(8)
-    for bsz, dim, dstate, int8 in [(2, 40, 16, True), (1, 8, 128, False), (2, 9, 20, True), (1, 5, 64, True)]:
+    # the last three: more rows than one wave of blocks holds (row loop, shared-memory double buffer)
+    for bsz, dim, dstate, int8 in [(2, 40, 16, True), (1, 8, 128, False), (2, 9, 20, True), (1, 5, 64, True),
+                                   (3000, 8, 16, True), (4100, 8, 16, True), (2100, 8, 20, False)]:
         p = _token(make_scan_inputs(bsz, 1, dim, dstate, gen), True)
         state, scale = _state(int8, bsz, dim, dstate, gen)
 

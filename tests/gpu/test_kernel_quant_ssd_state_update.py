@@ -49,6 +49,87 @@ def test_quant_ssd_state_update_in_place_and_unaligned(kernels):
     _run_update(kernels, a, "int8", gen, views=views)
 
 
+# The kernel has two paths (plugins/kernels/quant_ssd_state_update.cu): batch 1 with an aligned int8 state
+# (one row a thread, no shared memory), else 4 batch rows a thread (blocks with fewer rows at the tail).
+# Every d_state, channel blocks with unused lanes (P = 40 / 24), heads per group 1 / 3 / 4.
+PATH_CASES = [
+    # (B, H, P, G, N)
+    (1, 6, 40, 2, 16),
+    (1, 12, 24, 4, 32),
+    (1, 4, 40, 1, 64),
+    (1, 8, 40, 2, 256),
+    (1, 3, 64, 3, 128),
+    (5, 6, 40, 2, 16),
+    (6, 12, 24, 4, 32),
+    (7, 4, 40, 1, 128),
+    (9, 8, 40, 2, 256),
+]
+
+
+@pytest.mark.parametrize("bsz,h,p,g,n", PATH_CASES)
+def test_quant_ssd_state_update_paths(kernels, bsz, h, p, g, n):
+    gen = torch.Generator(device="cuda").manual_seed(hash((bsz, h, p, g, n, "paths")) % 2**31)
+    a = _inputs(bsz, None, h, p, g, n, gen, d=(n != 64))
+    _run_update(kernels, a, "int8", gen)
+
+
+@pytest.mark.parametrize("bsz", [1, 2, 5])
+def test_quant_ssd_state_update_unaligned_rows(kernels, bsz):
+    """B / C at odd offsets: the byte-load variant of the batched path, also for batch 1."""
+    gen = torch.Generator(device="cuda").manual_seed(91 + bsz)
+    h, p, g, n = 8, 40, 2, 64
+    a = _inputs(bsz, None, h, p, g, n, gen)
+    big = rand_int8(bsz, 1 + 2 * g * n, gen=gen)
+    views = dict(B_q=big[:, 1:1 + g * n].view(bsz, g, n), C_q=big[:, 1 + g * n:].view(bsz, g, n))
+    for k, v in views.items():
+        a[k] = v.clone()
+    _run_update(kernels, a, "int8", gen, views=views)
+
+
+@pytest.mark.parametrize("bsz", [5, 16])
+def test_quant_ssd_state_update_compact_state_scales_batched(kernels, bsz):
+    """Compact table + row index at batch > 1 (4 rows a thread, one scale load for all) == expanded."""
+    gen = torch.Generator(device="cuda").manual_seed(68 + bsz)
+    h, p, g, n = 16, 64, 2, 128
+    a = _inputs(bsz, None, h, p, g, n, gen)
+    table, rows, expanded = compact_state_scales(gen, h, p, g, n)
+    st_in = rand_int8(bsz, h, p, n, gen=gen)
+    outs = []
+    for sc, row in ((expanded, None), (table, rows)):
+        y = torch.empty(bsz, h, p, dtype=torch.float16, device="cuda")
+        st = st_in.clone()
+        kernels.quant_ssd_state_update(*_ref_args(a), 0.0, INF, st, sc, y, st, row)  # in place
+        outs.append((y, st))
+    y_ref, st_ref = ref_update(*_ref_args(a), (0.0, INF), st_in, expanded)
+    torch.cuda.synchronize()
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert_fp16_close(outs[1][0], y_ref, "y")
+    assert_int8_close(outs[1][1], st_ref, "state")
+
+
+def test_sanitize_quant_ssd_state_update(kernels):
+    """Small calls for compute-sanitizer: the batch-1 path (unused lanes), the batched path with a tail
+    block and compact scales, the byte-load variant, and a float state."""
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    a = _inputs(1, None, 6, 40, 2, 32, gen)
+    _run_update(kernels, a, "int8", gen)
+    a = _inputs(5, None, 8, 40, 2, 16, gen)
+    _run_update(kernels, a, "int8", gen)
+    bsz, h, p, g, n = 5, 8, 64, 2, 128
+    a = _inputs(bsz, None, h, p, g, n, gen)
+    table, rows, _ = compact_state_scales(gen, h, p, g, n)
+    y = torch.empty(bsz, h, p, dtype=torch.float16, device="cuda")
+    st = rand_int8(bsz, h, p, n, gen=gen)
+    kernels.quant_ssd_state_update(*_ref_args(a), 0.0, INF, st, table, y, st, rows)
+    torch.cuda.synchronize()
+    a = _inputs(1, None, 4, 40, 1, 64, gen)
+    big = rand_int8(1, 1 + 2 * 64, gen=gen)
+    views = dict(B_q=big[:, 1:65].view(1, 1, 64), C_q=big[:, 65:].view(1, 1, 64))
+    for k, v in views.items():
+        a[k] = v.clone()
+    _run_update(kernels, a, "int8", gen, views=views)
+    a = _inputs(2, None, 4, 40, 2, 64, gen)
+    _run_update(kernels, a, "f32", gen)
 
 
 def test_quant_ssd_state_update_compact_state_scales(kernels):
