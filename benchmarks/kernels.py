@@ -26,6 +26,10 @@ Case interface (what ``benchmarks/kernels_mamba2.py`` provides through ``cases(o
     kernel     callable(i: int) -> None   one kernel call; ``i`` counts calls, use it to rotate input
                sets (``i % n``) when one set fits in L2 (``l2_sets(bytes)`` says how many), else ignore it
     reference  callable(i: int) -> None, or None   the fp16 torch reference of the same computation
+    state_pass callable(i: int) -> None (optional, decode cases)   one in-place torch elementwise pass over
+               the same (rotated) state: reads and writes the state once and does nothing else, so its
+               time is what touching those bytes costs on this GPU, DRAM latency and launch included.
+               At batch 1 this latency, not bandwidth, bounds a decode step (``ratio_to_state_pass``).
     note       str (optional)
 
 Callables that take no argument are accepted too. Build all tensors when ``cases`` is called (not inside
@@ -260,6 +264,7 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
 
         out.append(dict(name="quant_selective_state_update", model="mamba-2.8b",
                         shape=f"B={bsz} E={e} N={n} (decode)", bytes=nbytes, kernel=kern, reference=ref,
+                        state_pass=lambda i, sets=sets: sets[i % len(sets)]["st"].bitwise_not_(),
                         note="int8 state updated in place"))
     return out
 
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         cases = [c for c in cases if any(s in _get(c, "name") for s in args.only)]
     rows = []
-    hdr = f"{'kernel':30s} {'model':12s} {'shape':34s} {'kernel ms':>10s} {'fp16 ms':>9s} {'speedup':>8s} {'floor ms':>9s} {'x floor':>8s} {'x max(floor,launch)':>20s}"
+    hdr = f"{'kernel':30s} {'model':12s} {'shape':34s} {'kernel ms':>10s} {'fp16 ms':>9s} {'speedup':>8s} {'floor ms':>9s} {'x floor':>8s} {'x max(floor,launch)':>20s} {'x state pass':>13s}"
     print(hdr)
     for c in cases:
         k_ms, k_how = time_ms(_get(c, "kernel"))
@@ -351,15 +356,18 @@ def main(argv: list[str] | None = None) -> int:
             r_ms, r_how = time_ms(_get(c, "reference"))
         nbytes = int(_get(c, "bytes"))
         floor = nbytes / bw * 1e3
+        sp_ms = time_ms(_get(c, "state_pass"))[0] if _get(c, "state_pass") is not None else None
         row = dict(name=_get(c, "name"), model=_get(c, "model"), shape=_get(c, "shape"), bytes=nbytes,
                    kernel_ms=k_ms, kernel_timing=k_how, fp16_ref_ms=r_ms, fp16_ref_timing=r_how,
                    speedup_vs_fp16=(r_ms / k_ms) if r_ms else None, floor_ms=floor, ratio_to_floor=k_ms / floor,
-                   ratio_to_floor_with_launch=k_ms / max(floor, lf), note=_get(c, "note", ""))
+                   ratio_to_floor_with_launch=k_ms / max(floor, lf), state_pass_ms=sp_ms,
+                   ratio_to_state_pass=(k_ms / sp_ms) if sp_ms else None, note=_get(c, "note", ""))
         rows.append(row)
         sp = f"{row['speedup_vs_fp16']:8.2f}" if r_ms else f"{'-':>8s}"
         rms = f"{r_ms:9.4f}" if r_ms else f"{'-':>9s}"
+        xsp = f"{k_ms / sp_ms:13.2f}" if sp_ms else f"{'-':>13s}"
         print(f"{row['name'][:30]:30s} {row['model'][:12]:12s} {row['shape'][:34]:34s} {k_ms:10.4f} {rms} {sp} "
-              f"{floor:9.4f} {row['ratio_to_floor']:8.2f} {row['ratio_to_floor_with_launch']:20.2f}", flush=True)
+              f"{floor:9.4f} {row['ratio_to_floor']:8.2f} {row['ratio_to_floor_with_launch']:20.2f} {xsp}", flush=True)
         torch.cuda.empty_cache()
     result = dict(
         benchmark="kernels", device=props.name, sm=f"{props.major}.{props.minor}", sm_count=props.multi_processor_count,
@@ -369,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         command=os.environ.get("QUAMBA_BENCH_COMMAND") or shlex.join(["python", "benchmarks/kernels.py", *sys.argv[1:]]),
         copy_bandwidth_GBps=bw / 1e9, launch_floor_us=lf * 1e3,
         method=("CUDA events around CUDA-graph replays of back-to-back calls, median of 7 replays; decode inputs "
-                "rotated over > 2x L2; byte floor = minimal bytes / measured copy bandwidth"),
+                "rotated over > 2x L2; byte floor = minimal bytes / measured copy bandwidth; state pass = an in-place "
+                "torch elementwise pass over the same rotated state"),
         rows=rows,
     )
     if os.environ.get("QUAMBA_COMMIT"):
