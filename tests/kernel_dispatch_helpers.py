@@ -67,6 +67,15 @@ def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
     return names
 
 
+def expected_row_ops(model: Any, decode: bool) -> set[str]:
+    """The SSD ops that get the compact Quamba2 state-scale table (``RowScales``: ``state_scale_row``):
+    Mamba2 with an int8 SSM state."""
+    qc = model.quant_config
+    if model.config.arch != "mamba2" or not (qc.act8 and qc.int8_ssm_state):
+        return set()
+    return {"quant_ssd_state_update" if decode else "quant_ssd"}
+
+
 # ---- the bindings' schemas -----------------------------------------------------------------------------
 
 
@@ -97,20 +106,24 @@ def _kind_ok(t: Any, v: Any) -> bool:
     raise AssertionError(f"schema type {t} not handled by the fake")
 
 
-def split_call(schema: Any, args: tuple) -> tuple[list, list]:
+def split_call(schema: Any, args: tuple) -> tuple[list, list, dict]:
     """Check positional ``args`` against ``schema`` (count and kind of every argument, as the dispatcher
-    would) and return (inputs, outputs): the arguments before and the ``Tensor(a!)`` ones."""
+    would) and return (inputs, outputs, options): the arguments before, the ``Tensor(a!)`` ones, and the
+    defaulted ones after the outputs by name (their defaults where not passed, e.g. ``state_scale_row``)."""
     params = schema.arguments
     required = sum(not a.has_default_value() for a in params)
     assert required <= len(args) <= len(params), f"{schema.name}: {len(args)} arguments, schema {schema}"
-    ins, outs = [], []
-    for a, v in zip(params, args):
+    ins, outs, opts = [], [], {}
+    for i, a in enumerate(params):
+        v = args[i] if i < len(args) else a.default_value
         assert _kind_ok(a.type, v), f"{schema.name}: argument {a.name} is {type(v).__name__}, schema says {a.type}"
         if a.alias_info is not None and a.alias_info.is_write:
             outs.append(v)
         elif not outs:
             ins.append(v)
-    return ins, outs
+        else:
+            opts[a.name] = v
+    return ins, outs, opts
 
 
 # ---- the fake kernels: the reference ops behind the bindings' argument lists ------------------------------
@@ -121,7 +134,7 @@ def _state_dtype(scale: Any, st: torch.Tensor) -> None:
     assert st.dtype in want, f"state dtype {st.dtype}, the binding wants {want}"
 
 
-def _add_rms_norm(i, o):
+def _add_rms_norm(i, o, opts):
     hidden, residual, weight, eps, out_scale = i
     y, res = o
     assert y.dtype == (torch.int8 if out_scale is not None else torch.float16)
@@ -130,19 +143,19 @@ def _add_rms_norm(i, o):
     res.copy_(rres)
 
 
-def _gated_rms_norm(i, o):
+def _gated_rms_norm(i, o, opts):
     (out,) = o
     assert out.dtype == torch.float16
     out.copy_(ops.quant_gated_rms_norm(*i))
 
 
-def _hadamard(i, o):
+def _hadamard(i, o, opts):
     (y,) = o
     assert y.dtype == torch.int8
     y.copy_(ops.quant_hadamard(*i))
 
 
-def _causal_conv1d(i, o):
+def _causal_conv1d(i, o, opts):
     y, st = o
     assert y.dtype == st.dtype == torch.int8 and st.is_contiguous()
     for s in (i[1], i[3], i[5], i[6]):  # the binding: fp32, contiguous, one value or [C]
@@ -153,7 +166,7 @@ def _causal_conv1d(i, o):
 
 
 def _scan(ref: Callable) -> Callable:
-    def run(i, o):
+    def run(i, o, opts):
         y, st = o
         state_in, state_scale = i[16], i[17]
         assert y.dtype == torch.float16
@@ -165,16 +178,30 @@ def _scan(ref: Callable) -> Callable:
     return run
 
 
+def _row_scales(state_scale: torch.Tensor, rows: torch.Tensor, h: int, p: int, n: int) -> torch.Tensor:
+    """The binding's checks of a compact table with ``state_scale_row`` (quamba_m2::state_scales), then the
+    table expanded to the [H, P, N] scales the reference takes."""
+    assert rows.dtype == torch.int32 and tuple(rows.shape) == (h, p), (rows.dtype, tuple(rows.shape))
+    assert state_scale.dim() == 2 and state_scale.shape[1] == n and state_scale.shape[0] >= 1, state_scale.shape
+    assert state_scale.dtype == torch.float32 and state_scale.device == rows.device
+    assert int(rows.min()) >= 0 and int(rows.max()) < state_scale.shape[0]  # the kernel trusts the rows
+    return state_scale[rows.long()]
+
+
 def _ssd(ref: Callable, decode: bool) -> Callable:
-    def run(i, o):
+    def run(i, o, opts):
         y, st = o
         head, rest = i[:13], i[13:]
         if decode:
             lo, hi, state_in, state_scale = rest
-            args = (*head, (lo, hi), state_in, state_scale)
         else:
             chunk, lo, hi, state_in, state_scale = rest
-            args = (*head, chunk, (lo, hi), state_in, state_scale)
+        rows = opts.get("state_scale_row")
+        if rows is not None:
+            assert state_scale is not None, "state_scale_row without a state_scale"
+            h, p = head[0].shape[-2:]
+            state_scale = _row_scales(state_scale, rows, h, p, head[7].shape[-1])
+        args = (*head, (lo, hi), state_in, state_scale) if decode else (*head, chunk, (lo, hi), state_in, state_scale)
         assert y.dtype == torch.float16
         _state_dtype(state_scale, st)
         assert state_in is None or (state_in.dtype == st.dtype and state_in.is_contiguous())
@@ -200,20 +227,24 @@ class FakeKernels:
     """Stands in for ``torch.ops.quamba_kernels`` (on any device): each call is checked against the
     binding's schema (argument count and kinds; output and state dtypes), then the reference op computes
     the result, written into the outputs as the kernel writes them (``y`` in fp16). ``calls`` counts the
-    calls per op; a call while exporting fails the test."""
+    calls per op, ``row_calls`` the SSD calls given a compact state-scale table with ``state_scale_row``
+    (expanded for the reference as the kernel indexes it); a call while exporting fails the test."""
 
     def __init__(self) -> None:
         self.schemas = binding_schemas()
         self.calls: Counter[str] = Counter()
+        self.row_calls: Counter[str] = Counter()
         assert set(self.schemas) == set(_IMPLS), sorted(self.schemas)
 
     def __getattr__(self, name: str) -> Callable:
-        if name.startswith("_") or name in ("schemas", "calls") or name not in self.schemas:
+        if name.startswith("_") or name in ("schemas", "calls", "row_calls") or name not in self.schemas:
             raise AttributeError(name)
         return functools.partial(self._call, name)
 
     def _call(self, name: str, *args: Any) -> None:
         assert not exporting(), f"{name} called while exporting"
-        ins, outs = split_call(self.schemas[name], args)
-        _IMPLS[name](ins, outs)
+        ins, outs, opts = split_call(self.schemas[name], args)
+        _IMPLS[name](ins, outs, opts)
         self.calls[name] += 1
+        if opts.get("state_scale_row") is not None:
+            self.row_calls[name] += 1

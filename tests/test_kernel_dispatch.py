@@ -8,7 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from kernel_dispatch_helpers import CASE_IDS, CASES, VOCAB, FakeKernels, expected_kernel_ops, tiny_quantized
+from kernel_dispatch_helpers import (
+    CASE_IDS,
+    CASES,
+    VOCAB,
+    FakeKernels,
+    expected_kernel_ops,
+    expected_row_ops,
+    tiny_quantized,
+)
 
 from quamba_edge import kernels
 from quamba_edge._tracing import export_dtype
@@ -38,7 +46,9 @@ def op_checks(monkeypatch):
         dispatching, reference = getattr(kd, op), getattr(kd, "_ref_" + op.removeprefix("quant_"))
 
         def run(*args, **kwargs):
-            got, want = dispatching(*args, **kwargs), reference(*args, **kwargs)
+            ref_args = [a.expand() if isinstance(a, kd.RowScales) else a for a in args]  # as the dispatch does
+            ref_kwargs = {k: v.expand() if isinstance(v, kd.RowScales) else v for k, v in kwargs.items()}
+            got, want = dispatching(*args, **kwargs), reference(*ref_args, **ref_kwargs)
             for g, w in zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want))):
                 assert (g.dtype, g.shape) == (w.dtype, w.shape), op
                 if g.is_floating_point():
@@ -76,6 +86,11 @@ def _fallbacks() -> dict[str, int]:
     return {k: v for k, v in kd.counts.items() if k.endswith(":reference")}
 
 
+def _row_counts() -> dict[str, int]:
+    """SSD kernel calls that got the compact state-scale table, by op."""
+    return {k.removesuffix(":rows"): v for k, v in kd.counts.items() if k.endswith(":rows")}
+
+
 def test_fake_covers_every_binding():
     assert set(FakeKernels().schemas) == set(kd.KERNEL_OPS)
 
@@ -109,9 +124,11 @@ def test_env_override_forces_the_reference(monkeypatch, cpu_is_kernel_device, va
 
 
 @pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
-def test_exporting_runs_the_reference(cpu_is_kernel_device, arch):
-    """While exporting, every op must emit its ONNX node (the reference's export path), never a kernel."""
+def test_exporting_runs_the_reference(monkeypatch, cpu_is_kernel_device, arch):
+    """While exporting, every op must emit its ONNX node (the reference's export path), never a kernel; the
+    Mamba2 SSD ops get the expanded [H, P, N] state scales, as before RowScales (the same traced graph)."""
     model = tiny_quantized("quamba2", "w8a8", arch)
+    seen = _record_state_scales(monkeypatch)
     fake = FakeKernels()
     ids = _ids(length=5)
     with export_dtype(torch.float32):
@@ -120,6 +137,153 @@ def test_exporting_runs_the_reference(cpu_is_kernel_device, arch):
         got = model(ids)
     assert not fake.calls and not kd.counts
     assert got.shape == ref.shape
+    if arch == "mamba2":
+        want = [m.mixer.state_channel_scales() for m in model.layers] * 2
+        assert len(seen) == len(want) and all(type(s) is torch.Tensor and torch.equal(s, w)
+                                              for s, w in zip(seen, want))
+
+
+def _record_state_scales(monkeypatch, where: str = "dispatch") -> list:
+    """Record the ``state_scale`` the Mamba2 SSD ops get: at the dispatching ops (what the model passes) or
+    at the reference ops (what the dispatch hands on)."""
+    seen: list = []
+    for op in ("quant_ssd", "quant_ssd_state_update"):
+        name = op if where == "dispatch" else "_ref_" + op.removeprefix("quant_")
+        fn = getattr(kd, name)
+
+        def rec(*args, _fn=fn, **kwargs):
+            seen.append(kwargs["state_scale"] if "state_scale" in kwargs else args[-1])
+            return _fn(*args, **kwargs)
+
+        monkeypatch.setattr(kd, name, rec)
+    return seen
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w4a8"])
+def test_row_scales_are_the_compact_table(bits):
+    """The mixer's RowScales: the [G*m*n, N] view of ssm_state_scale and an int32 [H, P] row index, built
+    once per device and kept out of the state dict; expand() is bit-identical to state_channel_scales()."""
+    model = tiny_quantized("quamba2", bits, "mamba2")
+    keys = set(model.state_dict())
+    for layer in model.layers:
+        mx = layer.mixer
+        rs = mx.state_row_scales()
+        G, m, n, N = mx.ssm_state_scale.shape
+        assert rs.table.shape == (G * m * n, N) and rs.table.data_ptr() == mx.ssm_state_scale.data_ptr()
+        assert rs.rows.dtype == torch.int32 and rs.rows.shape == (mx.nheads, mx.headdim)
+        assert torch.equal(rs.rows.long(), (mx._g_idx * m + mx._i_idx) * n + mx._j_idx)
+        want = mx.state_channel_scales()
+        got = rs.expand()
+        assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
+        assert mx.state_row_scales().rows is rs.rows  # cached
+        assert len(set(rs.rows.unique().tolist())) > 1  # a real grouping, not one row
+    assert set(model.state_dict()) == keys and not any("state_rows" in k for k in keys)
+
+
+def test_reference_path_gets_the_expanded_scales(monkeypatch):
+    """Kernels off (CPU): the model passes RowScales, the reference ops get expand(), bit-identical to
+    state_channel_scales(), and the logits are the reference's own."""
+    model = tiny_quantized("quamba2", "w8a8", "mamba2")
+    ids = _ids()
+    seen = _record_state_scales(monkeypatch, where="dispatch")
+    at_ref = _record_state_scales(monkeypatch, where="reference")
+    logits, state = model(ids, return_state=True)
+    model.step(torch.tensor([5, 7]), state)
+    assert all(isinstance(s, kd.RowScales) for s in seen) and len(seen) == 2 * model.config.n_layer
+    want = [m.mixer.state_channel_scales() for m in model.layers] * 2
+    assert len(at_ref) == len(want)
+    assert all(type(s) is torch.Tensor and s.dtype == w.dtype and torch.equal(s, w) for s, w in zip(at_ref, want))
+
+
+def _ssd_args(decode: bool, b: int = 2, L: int = 5, h: int = 8, p: int = 16, g: int = 2, n: int = 16):
+    """Random int8 SSD operands with a compact [16 G, N] state-scale table and a row index into it."""
+    gen = torch.Generator().manual_seed(4)
+    i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, generator=gen)  # noqa: E731
+    t = () if decode else (L,)
+    table = torch.rand(16 * g, n, generator=gen) * 0.05 + 0.01
+    rows = torch.randint(0, 16 * g, (h, p), generator=gen, dtype=torch.int32)
+    head = (i8(b, *t, h, p), torch.rand(h, p, generator=gen) * 0.02 + 0.005, i8(b, *t, h), 0.02,
+            torch.randn(h, generator=gen), i8(h), 0.02, i8(b, *t, g, n), torch.rand(g, generator=gen) * 0.02 + 0.01,
+            i8(b, *t, g, n), torch.rand(g, generator=gen) * 0.02 + 0.01, i8(h), 0.01)
+    return head, i8(b, h, p, n), kd.RowScales(table, rows)
+
+
+def _ssd_call(decode: bool, head, state, scale):
+    if decode:
+        return kd.quant_ssd_state_update(*head, (0.0, float("inf")), state, scale)
+    return kd.quant_ssd(*head, 4, (0.0, float("inf")), state, scale)
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["quant_ssd", "quant_ssd_state_update"])
+def test_row_scales_reach_the_kernel(cpu_is_kernel_device, decode):
+    """A RowScales reaches the kernel as the compact table plus state_scale_row (the fake checks them as the
+    binding does and indexes the table as the kernel does): the same result as the expanded scales."""
+    op = "quant_ssd_state_update" if decode else "quant_ssd"
+    head, state, rs = _ssd_args(decode)
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = _ssd_call(decode, head, state, rs)
+        assert fake.row_calls == {op: 1} and kd.counts == {op: 1, op + ":rows": 1}
+        want = _ssd_call(decode, head, state, rs.expand())
+    assert fake.calls == {op: 2} and fake.row_calls == {op: 1} and kd.counts[op] == 2
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and got[1].dtype == torch.int8
+    ref = (kd._ref_ssd_state_update(*head, (0.0, float("inf")), state, rs.expand()) if decode
+           else kd._ref_ssd(*head, 4, (0.0, float("inf")), state, rs.expand()))
+    torch.testing.assert_close(got[0], ref[0], rtol=2**-10, atol=2**-10 * float(ref[0].abs().max()))
+    assert torch.equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["quant_ssd", "quant_ssd_state_update"])
+@pytest.mark.parametrize("bad", ["rows_int64", "rows_negative", "table_strided", "table_fp64"])
+def test_bad_row_scales_fall_back(cpu_is_kernel_device, decode, bad):
+    """A RowScales the kernels cannot take (or index safely) runs the reference on expand(), counted as a
+    fallback, no crash: rows not int32 or outside [0, R) (-1 is a valid index in python, not in the kernel),
+    a table that is not contiguous fp32."""
+    op = "quant_ssd_state_update" if decode else "quant_ssd"
+    head, state, rs = _ssd_args(decode)
+    t, r = rs.table, rs.rows
+    bad_rs = kd.RowScales(*{
+        "rows_int64": (t, r.long()),
+        "rows_negative": (t, torch.where(r == r[0, 0], -1, r).to(torch.int32)),
+        "table_strided": (torch.stack([t, t], 1).reshape(-1, t.shape[1])[::2], r),
+        "table_fp64": (t.double(), r),
+    }[bad])
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = _ssd_call(decode, head, state, bad_rs)
+    assert not fake.calls and kd.counts == {op + ":reference": 1}
+    want = _ssd_call(decode, head, state, bad_rs.expand())  # kernels off
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_state_tap_is_fed_when_observed(cpu_is_kernel_device):
+    """The SSM-state tap gets the dequantized state (state_channel_scales) when hooked, on the kernel path
+    too; unobserved, its [B, H, P, N] value is not computed."""
+    model = tiny_quantized("quamba2", "w8a8", "mamba2")
+    mx = model.layers[0].mixer
+    calls = {"n": 0}
+    orig = type(mx)._dequant_state
+
+    def counting(self, s):
+        calls["n"] += 1
+        return orig(self, s)
+
+    ids = _ids(length=6)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(mx), "_dequant_state", counting)
+        with kd.use_kernels(FakeKernels()):
+            _, state = model(ids, return_state=True)
+        assert calls["n"] == 0
+        seen = []
+        handle = mx.ssm_state_act.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0]))
+        try:
+            with kd.use_kernels(FakeKernels()):
+                _, state = model(ids, return_state=True)
+        finally:
+            handle.remove()
+        assert calls["n"] == 1 and len(seen) == 1
+    want = state.ssm[0].float() * mx.state_channel_scales()
+    assert torch.equal(seen[0], want)
 
 
 @pytest.mark.parametrize("recipe,bits,arch", CASES, ids=CASE_IDS)
@@ -135,10 +299,12 @@ def test_fake_kernels_match_the_reference(cpu_is_kernel_device, op_checks, recip
     _close(got, ref)
     assert set(fake.calls) == set(_kernel_counts()) == expected_kernel_ops(model, decode=False)
     assert not _fallbacks()
+    assert set(fake.row_calls) == set(_row_counts()) == expected_row_ops(model, decode=False)
     for a, b in zip(ref_state.conv + ref_state.ssm, state.conv + state.ssm):
         assert (a.dtype, a.shape) == (b.dtype, b.shape) and b.is_contiguous()
 
     fake.calls.clear()
+    fake.row_calls.clear()
     kd.counts.clear()
     tok = ref[:, -1].argmax(-1)
     for _ in range(3):
@@ -150,6 +316,7 @@ def test_fake_kernels_match_the_reference(cpu_is_kernel_device, op_checks, recip
             assert (a.dtype, a.shape) == (b.dtype, b.shape)
         state, tok = new_state, ref_logits.argmax(-1)
     assert set(fake.calls) == expected_kernel_ops(model, decode=True) and not _fallbacks()
+    assert set(fake.row_calls) == set(_row_counts()) == expected_row_ops(model, decode=True)
     assert op_checks["calls"] > 0
 
 

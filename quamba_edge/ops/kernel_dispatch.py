@@ -17,7 +17,12 @@ Outputs are freshly allocated: the model never writes the ``state`` it is given 
 and chunked prefill reuse it).
 
 ``counts`` records, per op, kernel calls (``"quant_ssd"``) and fallbacks to the reference while kernels
-are on (``"quant_ssd:reference"``), so tests can prove the kernels ran.
+are on (``"quant_ssd:reference"``), so tests can prove the kernels ran; ``"quant_ssd:rows"`` counts the
+SSD kernel calls that got a compact :class:`RowScales` state-scale table.
+
+The SSD ops' ``state_scale`` may be a :class:`RowScales` (a compact ``[R, N]`` table and an int32 ``[H, P]``
+row index, e.g. the Quamba2 G x 4 x 4 x N table): the kernels read the table through the index; the
+reference gets ``RowScales.expand()``, the ``[H, P, N]`` tensor it always took.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import contextlib
 import os
 from collections import Counter
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -43,6 +49,7 @@ from .quant_ssd_state_update import quant_ssd_state_update as _ref_ssd_state_upd
 
 __all__ = [
     "KERNEL_OPS",
+    "RowScales",
     "counts",
     "env_disabled",
     "kernel_ops",
@@ -65,6 +72,32 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 _ACTIVE: ContextVar[Any] = ContextVar("quamba_kernel_ops", default=None)
 counts: Counter[str] = Counter()
+
+
+@dataclass(frozen=True, eq=False)
+class RowScales:
+    """SSM state scales in compact form: channel (h, p) uses row ``rows[h, p]`` of ``table``.
+
+    ``table``: fp32 ``[R, N]`` (the Quamba2 ``[G, m, n, N]`` scales viewed as ``[G*m*n, N]``); ``rows``: int32
+    ``[H, P]`` in ``[0, R)``. The SSD kernels take this form directly (``state_scale_row``), so the model need
+    not build the ``[H, P, N]`` copy (as many bytes as the int8 state) on every call."""
+
+    table: torch.Tensor
+    rows: torch.Tensor
+
+    def expand(self) -> torch.Tensor:
+        """The per-(head, channel, state) ``[H, P, N]`` scales the reference ops take (``table``'s dtype)."""
+        return self.table[self.rows.long()]
+
+
+def _expanded(s: Any) -> Any:
+    """A state scale as the reference ops take it."""
+    return s.expand() if isinstance(s, RowScales) else s
+
+
+def _scale_parts(s: Any) -> tuple[Any, ...]:
+    """The tensors of a state scale, for the device checks."""
+    return (s.table, s.rows) if isinstance(s, RowScales) else (s,)
 
 
 # ---- on / off --------------------------------------------------------------------------------------
@@ -175,6 +208,45 @@ def _conv_scale(s: Any, c: int) -> bool:
     return not isinstance(s, torch.Tensor) or s.dim() == 0 or tuple(s.shape) == (c,)
 
 
+_ROWS_CACHE: dict[tuple, tuple[torch.Tensor, bool]] = {}
+
+
+def _rows_in_range(rows: torch.Tensor, r: int) -> bool:
+    """All of ``rows`` in [0, r) (the kernels trust the index). Reading the range syncs the device, so the
+    answer is cached as in :func:`_f`: by (address, layout, version, r), holding the tensor; inference
+    tensors (no version counter) are read every time."""
+    def check() -> bool:
+        if rows.numel() == 0:
+            return True
+        lo, hi = torch.aminmax(rows)
+        lo, hi = torch.stack((lo, hi)).tolist()
+        return lo >= 0 and hi < r
+
+    try:
+        key = (rows.data_ptr(), rows.device, rows.dtype, tuple(rows.shape), rows.stride(), rows._version, r)
+    except RuntimeError:  # an inference tensor
+        return check()
+    hit = _ROWS_CACHE.get(key)
+    if hit is None:
+        if len(_ROWS_CACHE) >= 1024:
+            _ROWS_CACHE.clear()
+        hit = _ROWS_CACHE[key] = (rows, check())
+    return hit[1]
+
+
+def _state_scale_ok(s: Any, h: int, p: int, n: int) -> bool:
+    """None, [H, P, N] (or one value), or a RowScales the kernels can index: table fp32 [R, N] contiguous,
+    rows int32 [H, P] in [0, R) (checked last: it may sync the device)."""
+    if s is None:
+        return True
+    if not isinstance(s, RowScales):
+        return _numel_in(s, h * p * n)
+    t, rows = s.table, s.rows
+    return (isinstance(t, torch.Tensor) and isinstance(rows, torch.Tensor) and t.dtype == torch.float32
+            and t.dim() == 2 and t.shape[0] >= 1 and t.shape[1] == n and t.is_contiguous()
+            and rows.dtype == torch.int32 and tuple(rows.shape) == (h, p) and _rows_in_range(rows, t.shape[0]))
+
+
 def _pow2(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
@@ -229,6 +301,17 @@ def _last_dense(t: torch.Tensor | None) -> torch.Tensor | None:
 def _float_state(t: torch.Tensor | None) -> torch.Tensor | None:
     """A float state as the kernels take it and the reference returns it: contiguous fp32."""
     return None if t is None else t.to(torch.float32).contiguous()
+
+
+def _kernel_state_scale(op: str, s: Any, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(state_scale, state_scale_row) as the SSD bindings take them: a RowScales goes as its compact table
+    and row index (counted as ``op:rows``), anything else as the fp32 [H, P, N] / one-value tensor."""
+    if s is None:
+        return None, None
+    if isinstance(s, RowScales):
+        counts[op + ":rows"] += 1
+        return s.table, s.rows
+    return _scale_tensor(s, device), None
 
 
 def _empty(shape: Any, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
@@ -436,22 +519,23 @@ def _ssd_supported(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, 
     if state is not None and (tuple(state.shape) != (b, h, p, n) or not _state_dtype_ok(state, state_scale)):
         return False
     return (_numel_in(x_scale, h * p) and _numel_in(B_scale, g) and _numel_in(C_scale, g)
-            and (state_scale is None or _numel_in(state_scale, h * p * n))
             and _scalar(dt_scale) and _scalar(A_log_scale) and dt_bias.is_floating_point() and dt_bias.numel() == h
-            and (D_q is None or (D_q.dtype == torch.int8 and tuple(D_q.shape) == (h,) and _scalar(D_scale))))
+            and (D_q is None or (D_q.dtype == torch.int8 and tuple(D_q.shape) == (h,) and _scalar(D_scale)))
+            and _state_scale_ok(state_scale, h, p, n))
 
 
 def quant_ssd(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale, dt_bias: torch.Tensor,
               A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor, B_scale: Scale, C_q: torch.Tensor,
               C_scale: Scale, D_q: torch.Tensor | None, D_scale: Scale | None, chunk_size: int,
               dt_limit: tuple[float, float] = (0.0, float("inf")), state_in: torch.Tensor | None = None,
-              state_scale: Scale | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ops.quant_ssd`` (y fp32; the state int8, or fp32 for a float state)."""
+              state_scale: Scale | RowScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_ssd`` (y fp32; the state int8, or fp32 for a float state). ``state_scale`` may be a
+    :class:`RowScales`."""
     args = (x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale)
-    k = _kernels_for("quant_ssd", (*args, state_in, state_scale), lambda: int(chunk_size) >= 1 and _ssd_supported(
-        *args, state_in, state_scale, decode=False))
+    k = _kernels_for("quant_ssd", (*args, state_in, *_scale_parts(state_scale)), lambda: int(chunk_size) >= 1
+                     and _ssd_supported(*args, state_in, state_scale, decode=False))
     if k is None:
-        return _ref_ssd(*args, chunk_size, dt_limit, state_in, state_scale)
+        return _ref_ssd(*args, chunk_size, dt_limit, state_in, _expanded(state_scale))
     b, L, h, p = x_q.shape
     n = B_q.shape[-1]
     dev = x_q.device
@@ -459,10 +543,11 @@ def quant_ssd(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: S
     y = _empty((b, L, h, p), torch.float16, x_q)
     state_out = _empty((b, h, p, n), torch.int8 if int8_state else torch.float32, x_q)
     st = state_in.contiguous() if int8_state and state_in is not None else _float_state(state_in)
+    ss, rows = _kernel_state_scale("quant_ssd", state_scale, dev)
     k.quant_ssd(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), dt_bias, A_log_q, _f(A_log_scale), B_q,
                 _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev), D_q,
                 _f(D_scale) if D_q is not None else 0.0, int(chunk_size), float(dt_limit[0]), float(dt_limit[1]),
-                st, None if state_scale is None else _scale_tensor(state_scale, dev), y, state_out)
+                st, ss, y, state_out, *(() if rows is None else (0, rows)))  # p_tile 0 = default
     return y.float(), state_out
 
 
@@ -470,22 +555,23 @@ def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor
                            dt_bias: torch.Tensor, A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor,
                            B_scale: Scale, C_q: torch.Tensor, C_scale: Scale, D_q: torch.Tensor | None,
                            D_scale: Scale | None, dt_limit: tuple[float, float], state: torch.Tensor,
-                           state_scale: Scale | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ops.quant_ssd_state_update`` (y fp32 shaped like ``x_q``; a new state, ``state`` untouched)."""
+                           state_scale: Scale | RowScales | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_ssd_state_update`` (y fp32 shaped like ``x_q``; a new state, ``state`` untouched).
+    ``state_scale`` may be a :class:`RowScales`."""
     args = (x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale)
-    k = _kernels_for("quant_ssd_state_update", (*args, state, state_scale), lambda: state is not None
+    k = _kernels_for("quant_ssd_state_update", (*args, state, *_scale_parts(state_scale)), lambda: state is not None
                      and _ssd_supported(*args, state, state_scale, decode=True))
     if k is None:
-        return _ref_ssd_state_update(*args, dt_limit, state, state_scale)
+        return _ref_ssd_state_update(*args, dt_limit, state, _expanded(state_scale))
     b, h, p, n = state.shape
     dev = x_q.device
     int8_state = state_scale is not None
     y = _empty(x_q.shape, torch.float16, x_q)
     new_state = _empty((b, h, p, n), torch.int8 if int8_state else torch.float32, x_q)
     st = state.contiguous() if int8_state else _float_state(state)
+    ss, rows = _kernel_state_scale("quant_ssd_state_update", state_scale, dev)
     k.quant_ssd_state_update(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), dt_bias, A_log_q,
                              _f(A_log_scale), B_q, _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev),
                              D_q, _f(D_scale) if D_q is not None else 0.0, float(dt_limit[0]),
-                             float(dt_limit[1]), st, None if state_scale is None else _scale_tensor(state_scale, dev),
-                             y, new_state)
+                             float(dt_limit[1]), st, ss, y, new_state, *(() if rows is None else (rows,)))
     return y.float(), new_state

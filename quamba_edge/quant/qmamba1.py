@@ -19,7 +19,7 @@ dequantized values, so hooks written for the FP model (per-layer SQNR) work unch
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,26 @@ class ScaleLookup:
                        f"keys under {self.prefix!r}: {near}")
 
 
-def tap(module: nn.Module, value: Tensor) -> None:
-    """Feed an FP tap point (nn.Identity) with a dequantized value (hooks observe it; result unused)."""
+def tap_observed(module: nn.Module) -> bool:
+    """Whether feeding tap ``module`` can have an effect: a forward (pre-)hook on it or on every module, or a
+    module other than the plain nn.Identity."""
+    from torch.nn.modules import module as _mod
+
+    return (type(module) is not nn.Identity or bool(module._forward_hooks) or bool(module._forward_pre_hooks)
+            or bool(getattr(_mod, "_global_forward_hooks", None))
+            or bool(getattr(_mod, "_global_forward_pre_hooks", None)))
+
+
+def tap(module: nn.Module, value: Tensor | Callable[[], Tensor]) -> None:
+    """Feed an FP tap point (nn.Identity) with a dequantized value (hooks observe it; result unused).
+
+    A callable is evaluated only when something observes the tap (or while exporting, so the traced graph
+    stays as it was): otherwise every forward would spend a few elementwise kernels per tap and layer (a
+    [B, H, P, N] fp32 state among them) on values nobody reads."""
+    if callable(value) and not isinstance(value, Tensor):
+        if not (exporting() or tap_observed(module)):
+            return
+        value = value()
     module(value)
 
 
@@ -302,7 +320,7 @@ class QMamba1Mixer(nn.Module):
         else:
             y, new_conv, new_ssm = self._forward_a16(h, conv_state, ssm_state, decode)
         tap(self.ssm_out, y)
-        tap(self.ssm_state_act, self._dequant_state(new_ssm))
+        tap(self.ssm_state_act, lambda: self._dequant_state(new_ssm))
         out = self._out_proj(y)
         return out, new_conv, new_ssm
 
@@ -324,7 +342,7 @@ class QMamba1Mixer(nn.Module):
         x_q, z_q = xz_q.chunk(2, dim=-1)
         s_xz = self.in_proj.output_scale.reshape(())
         u_q, new_conv = self.conv1d(x_q, self.conv_out_scale, conv_state)
-        tap(self.x_conv_out, u_q.float() * self.conv_out_scale)
+        tap(self.x_conv_out, lambda: u_q.float() * self.conv_out_scale)
         dbc_q = self.x_proj(u_q)
         s_dbc = self.x_proj.output_scale.reshape(())
         d_q, B_q, C_q = dbc_q.split([r, n, n], dim=-1)

@@ -8,7 +8,9 @@ A8 path (W8A8 / W4A8), every arrow an op of ``quamba_edge.ops``::
                   (SSD group, head group, channel group) [G, m, n], B and C per SSD group [G])
     QuantSSD / QuantSSDStateUpdate (x scales expanded to [H, P] with quamba_edge.ops.scales, dt int8
                   raw with the dt_act scale, dt_bias fp, A_log / D int8 per-tensor, SSM state int8 with
-                  [G, m, n, N] scales expanded to [H, P, N], or fp16 for the ``quamba`` recipe)
+                  [G, m, n, N] scales: expanded to [H, P, N] for the reference ops and the export, read by
+                  the CUDA kernels as the compact table plus a per-channel row index (``RowScales``), or
+                  fp16 for the ``quamba`` recipe)
     y (fp32) + z_q -> QuantGatedRMSNorm (fp weight, fp out) -> QuantHadamard (out_proj:input) -> out_proj
 
 Without sort-and-cluster (``group_heads=False``, the "Quamba on Mamba2" baseline, or the ``quamba``
@@ -145,6 +147,9 @@ class QMamba2Mixer(nn.Module):
         for name in ("z_act", "x_conv_in", "B_conv_in", "C_conv_in", "dt_act", "x_conv_out",
                      "B_conv_out", "C_conv_out", "ssd_out", "ssm_state_act"):
             self.add_module(name, nn.Identity())
+        # device -> int32 [H, P] row of ssm_state_scale (as [G*m*n, N]) per channel; a plain attribute, not a
+        # buffer, so state_dict / artifacts / exports do not change
+        self._state_rows: dict[torch.device, Tensor] = {}
 
     # ---- scales ------------------------------------------------------------------------------------
 
@@ -157,6 +162,27 @@ class QMamba2Mixer(nn.Module):
         if self.ssm_state_scale is None:
             return None
         return self.ssm_state_scale[self._g_idx, self._i_idx, self._j_idx]
+
+    def state_row_index(self) -> Tensor:
+        """int32 ``[H, P]``: channel (h, p)'s row ``(g * m + i) * n + j`` of ``ssm_state_scale`` viewed as
+        ``[G * m * n, N]``. Built once per device (the index buffers are fixed at construction)."""
+        dev = self.ssm_state_scale.device
+        rows = self._state_rows.get(dev)
+        if rows is None:
+            _, m, n, _ = self.ssm_state_scale.shape
+            # a normal tensor even under inference_mode: the kernel dispatch caches its range check by version
+            with torch.inference_mode(False):
+                g, i, j = (t.to(dev) for t in (self._g_idx, self._i_idx, self._j_idx))
+                rows = self._state_rows[dev] = ((g * m + i) * n + j).to(torch.int32).contiguous()
+        return rows
+
+    def state_row_scales(self) -> kernel_dispatch.RowScales | None:
+        """The SSM state scales in the compact form the SSD kernels read (``expand()`` is exactly
+        :meth:`state_channel_scales`), or None for an fp state."""
+        if self.ssm_state_scale is None:
+            return None
+        table = self.ssm_state_scale.reshape(-1, self.ssm_state_scale.shape[-1])
+        return kernel_dispatch.RowScales(table, self.state_row_index())
 
     def conv_out_channel_scales(self) -> Tensor:
         """Conv output scales ``[E + 2GN]`` (x | B | C)."""
@@ -194,22 +220,24 @@ class QMamba2Mixer(nn.Module):
         zxbcdt = self.in_proj(h_q)  # int8, per-segment scales
         z_q, x_q, B_q, C_q, dt_q = zxbcdt.split(list(self.in_segments), dim=-1)
         s_z, s_xin, s_Bin, s_Cin, s_dt = self.in_proj.output_scale.unbind(0)
-        tap(self.z_act, z_q.float() * s_z)
-        tap(self.x_conv_in, x_q.float() * s_xin)
-        tap(self.B_conv_in, B_q.float() * s_Bin)
-        tap(self.C_conv_in, C_q.float() * s_Cin)
-        tap(self.dt_act, dt_q.float() * s_dt)
+        tap(self.z_act, lambda: z_q.float() * s_z)
+        tap(self.x_conv_in, lambda: x_q.float() * s_xin)
+        tap(self.B_conv_in, lambda: B_q.float() * s_Bin)
+        tap(self.C_conv_in, lambda: C_q.float() * s_Cin)
+        tap(self.dt_act, lambda: dt_q.float() * s_dt)
         xBC_q = torch.cat([x_q, B_q, C_q], dim=-1)
         out_ch = self.conv_out_channel_scales()
         y_q, new_conv = self.conv1d(xBC_q, out_ch, conv_state)
         x_q, B_q, C_q = y_q.split([e, gn, gn], dim=-1)
         x_sc = self.x_channel_scales()  # [H, P]
-        tap(self.x_conv_out, x_q.float() * x_sc.reshape(-1))
-        tap(self.B_conv_out, B_q.float() * self.B_out_scale.repeat_interleave(N))
-        tap(self.C_conv_out, C_q.float() * self.C_out_scale.repeat_interleave(N))
+        tap(self.x_conv_out, lambda: x_q.float() * x_sc.reshape(-1))
+        tap(self.B_conv_out, lambda: B_q.float() * self.B_out_scale.repeat_interleave(N))
+        tap(self.C_conv_out, lambda: C_q.float() * self.C_out_scale.repeat_interleave(N))
         x4 = x_q.reshape(bsz, seqlen, H, P)
         B4, C4 = B_q.reshape(bsz, seqlen, G, N), C_q.reshape(bsz, seqlen, G, N)
-        st_sc = self.state_channel_scales()
+        # export traces today's [H, P, N] gather (the graph's nodes stay the same); otherwise the compact
+        # table: the kernels index it, the reference path expands it
+        st_sc = self.state_channel_scales() if exporting() else self.state_row_scales()
         if decode:
             y, new_ssm = kernel_dispatch.quant_ssd_state_update(
                 x4[:, 0], x_sc, dt_q[:, 0], s_dt, self.dt_bias, self.A_log, self.A_log_scale,
@@ -225,7 +253,7 @@ class QMamba2Mixer(nn.Module):
             new_ssm = new_ssm.to(self.fp_state_dtype)
         y = y.reshape(bsz, seqlen, e)
         tap(self.ssd_out, y)
-        tap(self.ssm_state_act, self._dequant_state(new_ssm))
+        tap(self.ssm_state_act, lambda: self._dequant_state(new_ssm))
         yn = kernel_dispatch.quant_gated_rms_norm(y, z_q.contiguous(), s_z, self.norm.weight, self.eps,
                                                   self.group_size_norm, self.norm_before_gate)
         if self.hadamard:
@@ -260,7 +288,7 @@ class QMamba2Mixer(nn.Module):
         y = y.reshape(bsz, seqlen, e).float()
         new_ssm = new_ssm.to(self.fp_state_dtype)
         tap(self.ssd_out, y)
-        tap(self.ssm_state_act, new_ssm.float())
+        tap(self.ssm_state_act, lambda: new_ssm.float())
         yn = fp_ssm.gated_rms_norm(y, z, self.norm.weight, self.eps, self.group_size_norm,
                                    self.norm_before_gate)
         if self.hadamard:

@@ -29,7 +29,9 @@ from kernel_dispatch_helpers import (  # tests/ (on sys.path through tests/conft
     CASES,
     VOCAB,
     FakeKernels,
+    binding_schemas,
     expected_kernel_ops,
+    expected_row_ops,
     tiny_fp,
     tiny_quantized,
 )
@@ -42,16 +44,22 @@ PROMPT = "The interpreter reads"
 
 
 class CountingOps:
-    """Forwards to the real ``torch.ops.quamba_kernels`` and counts the calls per op."""
+    """Forwards to the real ``torch.ops.quamba_kernels`` and counts the calls per op; ``rows`` counts the
+    calls given a ``state_scale_row`` (the compact Quamba2 state-scale table)."""
 
     def __init__(self, ops) -> None:
-        self._ops, self.calls = ops, Counter()
+        self._ops, self.calls, self.rows = ops, Counter(), Counter()
 
     def __getattr__(self, name: str):
         fn = getattr(self._ops, name)
+        names = [a.name for a in binding_schemas()[name].arguments]
+        at = names.index("state_scale_row") if "state_scale_row" in names else None
 
         def call(*args):
             self.calls[name] += 1
+            if at is not None and len(args) > at and args[at] is not None:
+                assert args[at].dtype == torch.int32 and args[at].device == args[0].device
+                self.rows[name] += 1
             return fn(*args)
 
         return call
@@ -115,6 +123,11 @@ def _fallbacks() -> dict:
     return {k: v for k, v in kd.counts.items() if k.endswith(":reference")}
 
 
+def _row_calls() -> set:
+    """The SSD ops the dispatch gave the compact state-scale table (RowScales)."""
+    return {k.removesuffix(":rows") for k in kd.counts if k.endswith(":rows")}
+
+
 def _same_layout(a, b) -> None:
     for x, y in zip(a.conv + a.ssm, b.conv + b.ssm):
         assert (x.dtype, x.shape, x.device) == (y.dtype, y.shape, y.device) and y.is_contiguous()
@@ -134,6 +147,8 @@ def test_kernels_match_reference(kernels, artifacts, recipe, bits, arch):
         out[name] = _run(ops, lambda: model(ids, return_state=True))
     assert set(_kernel_calls()) == set(counting.calls) == expected_kernel_ops(model, decode=False)
     assert dict(counting.calls) == _kernel_calls() and not _fallbacks(), dict(kd.counts)
+    # the Quamba2 Mamba2 state scales reach the kernel as the compact table (no [H, P, N] copy)
+    assert set(counting.rows) == _row_calls() == set(fake.row_calls) == expected_row_ops(model, decode=False)
     _same_layout(out["ref"][1], out["kernel"][1])
 
     # decode: one step from the reference's state on every path (a state carried across paths), then
@@ -145,6 +160,7 @@ def test_kernels_match_reference(kernels, artifacts, recipe, bits, arch):
     prefill_kernel_state = states["kernel"]
     steps = {n: [] for n in paths}
     counting.calls.clear()
+    counting.rows.clear()
     for _ in range(8):
         for n, ops in paths.items():
             kd.counts.clear()
@@ -152,8 +168,10 @@ def test_kernels_match_reference(kernels, artifacts, recipe, bits, arch):
             steps[n].append(logits)
             if n == "kernel":
                 assert set(_kernel_calls()) == expected_kernel_ops(model, decode=True) and not _fallbacks()
+                assert _row_calls() == expected_row_ops(model, decode=True)
         tokens.append(steps["ref"][-1].argmax(-1))
     assert set(counting.calls) == expected_kernel_ops(model, decode=True)
+    assert set(counting.rows) == expected_row_ops(model, decode=True)
     _same_layout(states["ref"], states["kernel"])
     assert all(torch.equal(a, b) for a, b in zip(snapshot, prefill_kernel_state.conv + prefill_kernel_state.ssm))
 
@@ -206,6 +224,7 @@ def test_edge_model_torch_cuda_runs_the_kernels(kernels, artifacts, monkeypatch,
     model = em.backend.model
     want = expected_kernel_ops(model, decode=False) | expected_kernel_ops(model, decode=True)
     assert set(_kernel_calls()) == want and not _fallbacks(), dict(kd.counts)
+    assert _row_calls() == expected_row_ops(model, decode=False) | expected_row_ops(model, decode=True)
     more = em.generate(" Then it", max_new_tokens=8, state=out.state, eos_token_id=None)  # carried state
 
     monkeypatch.setenv("QUAMBA_KERNELS", "0")
@@ -230,6 +249,40 @@ def test_edge_model_torch_cuda_runs_the_kernels(kernels, artifacts, monkeypatch,
         record.update(first_divergence=first, margin=margin, allowed=2 * tol_max)
     print(json.dumps(record))
     assert margin <= 2 * tol_max, record
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["quant_ssd", "quant_ssd_state_update"])
+def test_compact_state_scales_equal_expanded(kernels, artifacts, decode):
+    """On the real kernels, a Quamba2 mixer's RowScales (compact table + row index) gives exactly what its
+    expanded [H, P, N] state scales give, prefill and decode; rows out of range fall back, no launch."""
+    mx = _cuda_model(artifacts, ("quamba2", "w8a8", "mamba2")).layers[0].mixer
+    h, p, g, n = mx.nheads, mx.headdim, mx.ngroups, mx.d_state
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, device="cuda", generator=gen)  # noqa: E731
+    t = () if decode else (33,)
+    head = (i8(3, *t, h, p), mx.x_channel_scales(), i8(3, *t, h), 0.02, mx.dt_bias, mx.A_log, mx.A_log_scale,
+            i8(3, *t, g, n), mx.B_out_scale, i8(3, *t, g, n), mx.C_out_scale, mx.D, mx.D_scale)
+    state = i8(3, h, p, n)
+
+    def call(scale):
+        if decode:
+            return kd.quant_ssd_state_update(*head, mx.dt_limit, state, scale)
+        return kd.quant_ssd(*head, mx.chunk_size, mx.dt_limit, state, scale)
+
+    op = "quant_ssd_state_update" if decode else "quant_ssd"
+    rs = mx.state_row_scales()
+    with torch.inference_mode(), kd.use_kernels(kernels):
+        compact, expanded = call(rs), call(mx.state_channel_scales())
+        assert kd.counts == {op: 2, op + ":rows": 1}, dict(kd.counts)
+        # row -1: a valid python index (the reference's expand() wraps it), out of range for the kernel
+        bad = kd.RowScales(rs.table, torch.full_like(rs.rows, -1))
+        kd.counts.clear()
+        got = call(bad)
+        assert kd.counts == {op + ":reference": 1}, dict(kd.counts)
+    with torch.inference_mode():
+        want = call(bad.expand())  # kernels off: the reference
+    assert torch.equal(compact[0], expanded[0]) and torch.equal(compact[1], expanded[1])
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_fp_model_is_unaffected(kernels, tmp_path):
