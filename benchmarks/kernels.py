@@ -26,10 +26,11 @@ Case interface (what ``benchmarks/kernels_mamba2.py`` provides through ``cases(o
     kernel     callable(i: int) -> None   one kernel call; ``i`` counts calls, use it to rotate input
                sets (``i % n``) when one set fits in L2 (``l2_sets(bytes)`` says how many), else ignore it
     reference  callable(i: int) -> None, or None   the fp16 torch reference of the same computation
-    state_pass callable(i: int) -> None (optional, decode cases)   one in-place torch elementwise pass over
-               the same (rotated) state: reads and writes the state once and does nothing else, so its
-               time is what touching those bytes costs on this GPU, DRAM latency and launch included.
-               At batch 1 this latency, not bandwidth, bounds a decode step (``ratio_to_state_pass``).
+    state_bytes int (optional, decode cases)   size of the state the step reads and writes in place. Then
+               ``state_pass_ms`` is one in-place torch elementwise pass over that many bytes (rotated over
+               > 2x L2 like the kernels' inputs): it touches the state once and does nothing else, so its
+               time is what reaching those bytes costs on this GPU, DRAM latency and launch included. At
+               batch 1 that latency, not bandwidth, bounds a decode step (``ratio_to_state_pass``).
     note       str (optional)
 
 Callables that take no argument are accepted too. Build all tensors when ``cases`` is called (not inside
@@ -78,7 +79,8 @@ _L2_BYTES: int | None = None
 def l2_sets(nbytes: int) -> int:
     """How many input sets of ``nbytes`` to rotate so that one pass over them exceeds twice the L2."""
     l2 = _L2_BYTES or 50 * 2**20
-    return max(1, min(64, -(-2 * l2 // max(1, nbytes))))
+    # up to 512 sets: a CUDA graph of up to 500 calls (time_ms) then still sweeps > 2x L2 for a 200 KB step
+    return max(1, min(512, -(-2 * l2 // max(1, nbytes))))
 
 
 def _get(case: Any, key: str, default: Any = None) -> Any:
@@ -150,6 +152,14 @@ def copy_bandwidth(nbytes: int = 2**30) -> float:
     ms, _ = time_ms(lambda i: dst.copy_(src), target_ms=50.0)
     del src, dst
     return 2 * nbytes / (ms * 1e-3)
+
+
+def state_pass_ms(nbytes: int) -> float:
+    """One in-place elementwise pass over ``nbytes`` (read + write), rotated over > 2x L2."""
+    sets = [torch.zeros(nbytes, dtype=torch.uint8, device="cuda") for _ in range(l2_sets(nbytes))]
+    ms, _ = time_ms(lambda i: sets[i % len(sets)].bitwise_not_())
+    del sets
+    return ms
 
 
 def launch_floor_ms() -> float:
@@ -264,8 +274,7 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
 
         out.append(dict(name="quant_selective_state_update", model="mamba-2.8b",
                         shape=f"B={bsz} E={e} N={n} (decode)", bytes=nbytes, kernel=kern, reference=ref,
-                        state_pass=lambda i, sets=sets: sets[i % len(sets)]["st"].bitwise_not_(),
-                        note="int8 state updated in place"))
+                        state_bytes=bsz * e * n, note="int8 state updated in place"))
     return out
 
 
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             r_ms, r_how = time_ms(_get(c, "reference"))
         nbytes = int(_get(c, "bytes"))
         floor = nbytes / bw * 1e3
-        sp_ms = time_ms(_get(c, "state_pass"))[0] if _get(c, "state_pass") is not None else None
+        sp_ms = state_pass_ms(int(_get(c, "state_bytes"))) if _get(c, "state_bytes") else None
         row = dict(name=_get(c, "name"), model=_get(c, "model"), shape=_get(c, "shape"), bytes=nbytes,
                    kernel_ms=k_ms, kernel_timing=k_how, fp16_ref_ms=r_ms, fp16_ref_timing=r_how,
                    speedup_vs_fp16=(r_ms / k_ms) if r_ms else None, floor_ms=floor, ratio_to_floor=k_ms / floor,
@@ -378,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         copy_bandwidth_GBps=bw / 1e9, launch_floor_us=lf * 1e3,
         method=("CUDA events around CUDA-graph replays of back-to-back calls, median of 7 replays; decode inputs "
                 "rotated over > 2x L2; byte floor = minimal bytes / measured copy bandwidth; state pass = an in-place "
-                "torch elementwise pass over the same rotated state"),
+                "torch elementwise pass over as many bytes as the step's state, rotated likewise"),
         rows=rows,
     )
     if os.environ.get("QUAMBA_COMMIT"):

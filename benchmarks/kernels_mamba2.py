@@ -113,7 +113,7 @@ def _ssd_model(ops: Any, model: str) -> list[dict]:
 
         out.append(dict(name="quant_ssd_state_update", model=model, shape=f"B={bsz} H={h} P={p} G={g} N={n} (decode)",
                         bytes=nbytes, kernel=kern, reference=ref,
-                        state_pass=lambda i, sets=sets: sets[i % len(sets)]["st"].bitwise_not_(),
+                        state_bytes=bsz * h * p * n,
                         note="int8 state in place; " + ("compact G x 16 x N state scales + [H, P] row index"
                                                          if compact else "expanded [H, P, N] fp32 state scales")))
     return out

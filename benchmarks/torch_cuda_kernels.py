@@ -1,0 +1,141 @@
+"""torch-cuda end to end, with and without the CUDA kernels, on the bundled models (needs a CUDA GPU).
+
+For every bundled model x recipe x bits (quantized here from the bundled calibration text, as
+``export_parity.py`` does): ``EdgeModel.from_torch(model)`` on CUDA twice, with the kernels (the backend's
+default) and with ``QUAMBA_KERNELS=0`` (the torch reference ops): a greedy generation of ``--tokens``
+tokens after a warm-up (TTFT, TPOT), perplexity on the bundled eval text, whether the two runs' greedy
+tokens agree (and where they first differ), and the kernel call counts of the kernels run (proof that
+the kernels ran, and that nothing fell back to the reference). Writes results/torch_cuda_kernels.{json,md}.
+
+    python benchmarks/torch_cuda_kernels.py [--models mamba1-ref mamba2-ref] [--tokens 128] [--out DIR]
+
+These are small models (the bundled reference models): per-token time is dominated by kernel launches
+and Python, which is what the kernels cut here (one fused kernel instead of several torch ops per op).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_info  # noqa: E402
+
+from quamba_edge.models import load_model  # noqa: E402
+from quamba_edge.ops import kernel_dispatch  # noqa: E402
+from quamba_edge.quant.calibration import load_gptq_samples, load_samples  # noqa: E402
+from quamba_edge.quant.evaluate import text_token_ids  # noqa: E402
+from quamba_edge.quant.recipes import RECIPES, quantize_model  # noqa: E402
+from quamba_edge.runtime import EdgeModel  # noqa: E402
+from quamba_edge.tokenizer import bundled_assets_dir, load_tokenizer  # noqa: E402
+
+PROMPT = "The interpreter reads"
+
+
+def run_once(model: torch.nn.Module, kernels: bool, tokens: int, eval_ids: list[int], window: int,
+             windows: int) -> dict:
+    """One EdgeModel over ``model`` with the kernels on or off: warm-up, greedy generation, perplexity."""
+    if kernels:
+        os.environ.pop("QUAMBA_KERNELS", None)
+    else:
+        os.environ["QUAMBA_KERNELS"] = "0"
+    try:
+        em = EdgeModel.from_torch(model)
+        em.generate(PROMPT, max_new_tokens=8)  # warm-up (allocator, first launches)
+        kernel_dispatch.counts.clear()
+        out = em.generate(PROMPT, max_new_tokens=tokens)
+        counts = {k: v for k, v in sorted(kernel_dispatch.counts.items())}
+        ppl = em.perplexity(eval_ids, window=window, max_windows=windows)
+    finally:
+        os.environ.pop("QUAMBA_KERNELS", None)
+    return {"backend_reason": em.backend_reason, "stats": out.stats.to_dict(), "tokens": out.tokens,
+            "text": out.text, "kernel_calls": counts, "perplexity": ppl}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["mamba1-ref", "mamba2-ref"])
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--num-samples", type=int, default=32)
+    ap.add_argument("--gptq-num-samples", type=int, default=16)
+    ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--windows", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("benchmarks/torch_cuda_kernels.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    from quamba_edge import kernels
+
+    kernels.load()  # build the extension up front (not inside the first timed load)
+    started = dt.datetime.now(dt.timezone.utc)
+    assets = bundled_assets_dir()
+    calib_txt, eval_txt = assets / "text" / "calib.txt", assets / "text" / "eval.txt"
+    rows = []
+    for name in args.models:
+        fp = load_model(name).eval()
+        tok = load_tokenizer(name)
+        eval_ids = text_token_ids(eval_txt, tok).tolist()
+        calib = load_samples(calib_txt, tok, args.num_samples, 512)
+        gptq = load_gptq_samples(calib_txt, tok, args.gptq_num_samples, 512)
+        for recipe, bits, arch in RECIPES:
+            if arch != fp.config.arch:
+                continue
+            t0 = time.perf_counter()
+            model = quantize_model(fp, recipe, bits, calib, gptq_calib=gptq).to("cuda").eval()
+            tq = time.perf_counter() - t0
+            on = run_once(model, True, args.tokens, eval_ids, args.window, args.windows)
+            off = run_once(model, False, args.tokens, eval_ids, args.window, args.windows)
+            first_diff = next((i for i, (a, b) in enumerate(zip(on["tokens"], off["tokens"])) if a != b), None)
+            row = dict(model=name, recipe=recipe, bits=bits, quantize_s=round(tq, 1), kernels=on, reference=off,
+                       greedy_identical=on["tokens"] == off["tokens"], greedy_first_diff=first_diff,
+                       tpot_speedup=off["stats"]["tpot_ms"] / on["stats"]["tpot_ms"],
+                       ttft_speedup=off["stats"]["ttft_ms"] / on["stats"]["ttft_ms"])
+            rows.append(row)
+            fallbacks = sum(v for k, v in on["kernel_calls"].items() if k.endswith(":reference"))
+            print(f"{name:11s} {recipe:7s} {bits:5s} TPOT {on['stats']['tpot_ms']:.2f} ms (kernels) vs "
+                  f"{off['stats']['tpot_ms']:.2f} ms (reference) = {row['tpot_speedup']:.2f}x; TTFT "
+                  f"{on['stats']['ttft_ms']:.1f} vs {off['stats']['ttft_ms']:.1f} ms; ppl "
+                  f"{on['perplexity']['ppl']:.3f} vs {off['perplexity']['ppl']:.3f}; greedy identical "
+                  f"{row['greedy_identical']} (first diff {first_diff}); kernel calls "
+                  f"{sum(v for k, v in on['kernel_calls'].items() if ':' not in k)}, fallbacks {fallbacks}",
+                  flush=True)
+    props = torch.cuda.get_device_properties(0)
+    doc = {"benchmark": "torch_cuda_kernels", "device": props.name, "torch": torch.__version__,
+           "cuda": torch.version.cuda, **git_info(), "date": started.isoformat(timespec="seconds"),
+           "command": os.environ.get("QUAMBA_BENCH_COMMAND")
+           or shlex.join(["python", "benchmarks/torch_cuda_kernels.py", *sys.argv[1:]]),
+           "prompt": PROMPT, "tokens": args.tokens,
+           "perplexity_protocol": {"file": eval_txt.name, "window": args.window, "windows": args.windows},
+           "rows": rows}
+    if os.environ.get("QUAMBA_COMMIT"):  # the GPU machine's copy of the tree has no .git
+        doc["commit"] = os.environ["QUAMBA_COMMIT"]
+        doc["dirty"] = os.environ.get("QUAMBA_DIRTY", "unknown") == "1"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "torch_cuda_kernels.json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [f"torch-cuda on {props.name}, greedy {args.tokens} tokens from {PROMPT!r} after a warm-up; "
+             f"perplexity over {args.windows} x {args.window} tokens of {eval_txt.name}.", "",
+             "| model | recipe | bits | TPOT ms kernels / reference | speedup | TTFT ms kernels / reference | "
+             "ppl kernels / reference | greedy identical |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        k, f = r["kernels"], r["reference"]
+        same = "yes" if r["greedy_identical"] else f"from token {r['greedy_first_diff']}"
+        lines.append(f"| {r['model']} | {r['recipe']} | {r['bits']} | {k['stats']['tpot_ms']:.2f} / "
+                     f"{f['stats']['tpot_ms']:.2f} | {r['tpot_speedup']:.2f}x | {k['stats']['ttft_ms']:.1f} / "
+                     f"{f['stats']['ttft_ms']:.1f} | {k['perplexity']['ppl']:.3f} / {f['perplexity']['ppl']:.3f} | "
+                     f"{same} |")
+    (args.out / "torch_cuda_kernels.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'torch_cuda_kernels.json'} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
