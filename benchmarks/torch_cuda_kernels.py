@@ -3,9 +3,10 @@
 For every bundled model x recipe x bits (quantized here from the bundled calibration text, as
 ``export_parity.py`` does): ``EdgeModel.from_torch(model)`` on CUDA twice, with the kernels (the backend's
 default) and with ``QUAMBA_KERNELS=0`` (the torch reference ops): greedy generations of ``--tokens``
-tokens after a warm-up (TTFT, TPOT of the median-TPOT run of 5), perplexity on the bundled eval text, whether the two runs' greedy
-tokens agree (and where they first differ), and the kernel call counts of the kernels run (proof that
-the kernels ran, and that nothing fell back to the reference). Writes results/torch_cuda_kernels.{json,md}.
+tokens after a warm-up (5 of each, interleaved; TTFT and TPOT of the median-TPOT run), perplexity on the
+bundled eval text, whether the two runs' greedy tokens agree (and where they first differ), and the
+kernel call counts of the kernels run (proof that the kernels ran, and that nothing fell back to the
+reference). Writes results/torch_cuda_kernels.{json,md}.
 
     python benchmarks/torch_cuda_kernels.py [--models mamba1-ref mamba2-ref] [--tokens 128] [--out DIR]
 
@@ -40,28 +41,41 @@ from quamba_edge.tokenizer import bundled_assets_dir, load_tokenizer  # noqa: E4
 PROMPT = "The interpreter reads"
 
 
-def run_once(model: torch.nn.Module, kernels: bool, tokens: int, eval_ids: list[int], window: int,
-             windows: int, repeats: int = 5) -> dict:
-    """One EdgeModel over ``model`` with the kernels on or off: warm-up, greedy generation (the run of
-    median TPOT of ``repeats``; kernel calls counted in the first), perplexity."""
-    if kernels:
-        os.environ.pop("QUAMBA_KERNELS", None)
-    else:
+def edge_model(model: torch.nn.Module, kernels: bool) -> EdgeModel:
+    """An EdgeModel over ``model`` on CUDA with the kernels on (the default) or off (``QUAMBA_KERNELS=0``
+    while the backend is built: it then holds no kernel ops and runs the reference whatever the env)."""
+    if not kernels:
         os.environ["QUAMBA_KERNELS"] = "0"
     try:
-        em = EdgeModel.from_torch(model)
-        em.generate(PROMPT, max_new_tokens=8)  # warm-up (allocator, first launches)
-        kernel_dispatch.counts.clear()
-        out = em.generate(PROMPT, max_new_tokens=tokens)
-        counts = {k: v for k, v in sorted(kernel_dispatch.counts.items())}
-        # tiny models: a step is mostly Python and launches, so timings wander; keep the median of `repeats`
-        runs = [out] + [em.generate(PROMPT, max_new_tokens=tokens) for _ in range(repeats - 1)]
-        out = sorted(runs, key=lambda o: o.stats.tpot_ms)[len(runs) // 2]
-        ppl = em.perplexity(eval_ids, window=window, max_windows=windows)
+        return EdgeModel.from_torch(model)
     finally:
         os.environ.pop("QUAMBA_KERNELS", None)
-    return {"backend_reason": em.backend_reason, "stats": out.stats.to_dict(), "tokens": out.tokens,
-            "text": out.text, "kernel_calls": counts, "perplexity": ppl}
+
+
+def compare(model: torch.nn.Module, tokens: int, eval_ids: list[int], window: int, windows: int,
+            repeats: int = 5) -> dict[str, dict]:
+    """Kernels on vs off: warm-up, then ``repeats`` greedy generations of each, interleaved (so drifting
+    clocks or caches hit both alike; tiny models are Python-bound and wander), reporting the run of median
+    TPOT; kernel calls counted over the first "on" run; perplexity."""
+    ems = {"kernels": edge_model(model, True), "reference": edge_model(model, False)}
+    runs: dict[str, list] = {k: [] for k in ems}
+    counts: dict[str, int] = {}
+    for em in ems.values():
+        em.generate(PROMPT, max_new_tokens=8)  # warm-up (allocator, first launches)
+    for r in range(repeats):
+        for key, em in ems.items():
+            kernel_dispatch.counts.clear()
+            runs[key].append(em.generate(PROMPT, max_new_tokens=tokens))
+            if r == 0 and key == "kernels":
+                counts = dict(sorted(kernel_dispatch.counts.items()))
+    res = {}
+    for key, em in ems.items():
+        out = sorted(runs[key], key=lambda o: o.stats.tpot_ms)[repeats // 2]
+        res[key] = {"backend_reason": em.backend_reason, "stats": out.stats.to_dict(), "tokens": out.tokens,
+                    "text": out.text, "tpot_ms_runs": [round(o.stats.tpot_ms, 3) for o in runs[key]],
+                    "kernel_calls": counts if key == "kernels" else {},
+                    "perplexity": em.perplexity(eval_ids, window=window, max_windows=windows)}
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             model = quantize_model(fp, recipe, bits, calib, gptq_calib=gptq).to("cuda").eval()
             tq = time.perf_counter() - t0
-            on = run_once(model, True, args.tokens, eval_ids, args.window, args.windows)
-            off = run_once(model, False, args.tokens, eval_ids, args.window, args.windows)
+            res = compare(model, args.tokens, eval_ids, args.window, args.windows)
+            on, off = res["kernels"], res["reference"]
             first_diff = next((i for i, (a, b) in enumerate(zip(on["tokens"], off["tokens"])) if a != b), None)
             row = dict(model=name, recipe=recipe, bits=bits, quantize_s=round(tq, 1), kernels=on, reference=off,
                        greedy_identical=on["tokens"] == off["tokens"], greedy_first_diff=first_diff,
@@ -125,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["dirty"] = os.environ.get("QUAMBA_DIRTY", "unknown") == "1"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "torch_cuda_kernels.json").write_text(json.dumps(doc, indent=1) + "\n")
-    lines = [f"torch-cuda on {props.name}, greedy {args.tokens} tokens from {PROMPT!r} after a warm-up (the "
-             f"median-TPOT run of 5); "
+    lines = [f"torch-cuda on {props.name}, greedy {args.tokens} tokens from {PROMPT!r} after a warm-up (5 "
+             f"runs each, interleaved; the median-TPOT run); "
              f"perplexity over {args.windows} x {args.window} tokens of {eval_txt.name}.", "",
              "| model | recipe | bits | TPOT ms kernels / reference | speedup | TTFT ms kernels / reference | "
              "ppl kernels / reference | greedy identical |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
