@@ -17,6 +17,7 @@ from quamba_edge import ops
 from quamba_edge._tracing import exporting
 from quamba_edge.models import MambaConfig, MambaLM
 from quamba_edge.quant.recipes import RECIPES, quantize_model
+from runtime_helpers import scaled_random_lm
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 8192  # the bundled tokenizer's size, so EdgeModel can load the saved artifacts
@@ -35,12 +36,7 @@ def kernel_config(arch: str) -> MambaConfig:
 
 @functools.lru_cache(maxsize=None)
 def tiny_fp(arch: str) -> MambaLM:
-    """Random FP model; the embedding is scaled up so greedy choices are clear (as runtime_helpers)."""
-    torch.manual_seed(0)
-    m = MambaLM(kernel_config(arch)).eval()
-    with torch.no_grad():
-        m.embedding.weight.mul_(25.0)
-    return m
+    return scaled_random_lm(kernel_config(arch))
 
 
 @functools.lru_cache(maxsize=None)

@@ -27,15 +27,19 @@ def tiny_config(arch: str) -> MambaConfig:
     return MambaConfig(arch=arch, d_model=32, n_layer=2, vocab_size=VOCAB, **kw)
 
 
-@functools.lru_cache(maxsize=None)
-def tiny_fp(arch: str) -> MambaLM:
+def scaled_random_lm(config: MambaConfig) -> MambaLM:
     """A random FP model whose embedding is scaled up so its next-token distribution is far from
     uniform (clear greedy choices)."""
     torch.manual_seed(0)
-    m = MambaLM(tiny_config(arch)).eval()
+    m = MambaLM(config).eval()
     with torch.no_grad():
         m.embedding.weight.mul_(25.0)
     return m
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_fp(arch: str) -> MambaLM:
+    return scaled_random_lm(tiny_config(arch))
 
 
 @functools.lru_cache(maxsize=None)
