@@ -122,8 +122,7 @@ quant_ssd_kernel(const QuambaQuantSSDParams p) {
     const int64_t st_base = ((int64_t(b) * H + h) * P + pch) * N;
     int64_t sc_base = 0;
     if (pvalid && p.state_type == QUAMBA_SSD_STATE_INT8) {
-      sc_base = (p.state_scale_row != nullptr ? int64_t(p.state_scale_row[int64_t(h) * P + pch])
-                                              : int64_t(h) * P + pch) * N;
+      sc_base = m2::state_scale_row_of(p.state_scale_row, int64_t(h) * P + pch) * N;
     }
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
@@ -291,9 +290,9 @@ quant_ssd_kernel(const QuambaQuantSSDParams p) {
     if (pch >= P) continue;
     const int64_t st_base = ((int64_t(b) * H + h) * P + pch) * N;
     int64_t sc_base = 0;
+    // the row index is re-read rather than kept in PPT more registers live through the chunk loop
     if (p.state_type == QUAMBA_SSD_STATE_INT8) {
-      sc_base = (p.state_scale_row != nullptr ? int64_t(p.state_scale_row[int64_t(h) * P + pch])
-                                              : int64_t(h) * P + pch) * N;
+      sc_base = m2::state_scale_row_of(p.state_scale_row, int64_t(h) * P + pch) * N;
     }
 #pragma unroll
     for (int j = 0; j < 2; ++j) {

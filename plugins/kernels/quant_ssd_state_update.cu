@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(THREADS)
   const int64_t st = int64_t(ch) * N + ln * 4;  // batch row 0
 
   // every global load first (the row index, then the rest; the scales wait on the row index)
-  const int srow = p.state_scale_row != nullptr ? p.state_scale_row[ch] : ch;
+  const int64_t srow = m2::state_scale_row_of(p.state_scale_row, ch);
   const int8_t x_q = p.x[ch];
   const float xs = p.x_scale[ch];
   const int8_t a_q = p.A_log[h];
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(THREADS)
   }
   const float sBg = p.B_scale[g], sCg = p.C_scale[g];
   float sc[NC][4];
-  const float* scp = p.state_scale + int64_t(srow) * N + ln * 4;
+  const float* scp = p.state_scale + srow * N + ln * 4;
 #pragma unroll
   for (int j = 0; j < NC; ++j) {
     const float4 v = *reinterpret_cast<const float4*>(scp + j * LN * 4);
@@ -199,10 +199,8 @@ __global__ void __launch_bounds__(THREADS)
   const int64_t st = b0 * plane + int64_t(ch) * N + ln * 4;
 
   // ---- every global load first (the row index, then everything else; the scales wait on the row)
-  int srow = ch;
-  if constexpr (I8) {
-    if (p.state_scale_row != nullptr) srow = p.state_scale_row[ch];
-  }
+  int64_t srow = ch;
+  if constexpr (I8) srow = m2::state_scale_row_of(p.state_scale_row, ch);
   int8_t x_q[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) x_q[r] = r < nr ? p.x[int64_t(b0 + r) * p.x_batch_stride + ch] : int8_t(0);
@@ -249,7 +247,7 @@ __global__ void __launch_bounds__(THREADS)
         }
       }
     }
-    const float* scp = p.state_scale + int64_t(srow) * N + ln * 4;
+    const float* scp = p.state_scale + srow * N + ln * 4;
 #pragma unroll
     for (int j = 0; j < NC; ++j) {
       if constexpr (VEC) {

@@ -88,6 +88,12 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return t;
 }
 
+// Row of the int8 state's scale table for channel ch = h * P + p: state_scale_row[ch] for a compact table
+// (e.g. Quamba2's G x 4 x 4 rows), else ch itself (an expanded [H, P, N] table).
+__device__ __forceinline__ int64_t state_scale_row_of(const int32_t* state_scale_row, int64_t ch) {
+  return state_scale_row != nullptr ? int64_t(state_scale_row[ch]) : ch;
+}
+
 inline bool aligned(const void* p, unsigned bytes) {
   return (reinterpret_cast<uintptr_t>(p) % bytes) == 0;
 }
