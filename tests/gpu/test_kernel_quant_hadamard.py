@@ -15,14 +15,6 @@ from quamba_edge.quant.hadamard import hadamard_factors, hadamard_matrix
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
-
-
 def _check(kernels, x, n, gen, *, clamp_share=0.01, matrix=None, extended=False):
     m = hadamard_matrix(n, device="cuda", extended=extended)
     y_f = ref_hadamard(x, m)
