@@ -51,7 +51,13 @@ def tiny_quantized(recipe: str, bits: str, arch: str):
 def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
     """The kernel-backed ops a quantized model's forward calls (prefill, or a one-token decode step)."""
     qc, arch = model.quant_config, model.config.arch
-    names: set[str] = set()  # W4A16: none (its norms have float outputs, which stay on the reference)
+    names: set[str] = set()  # W4A16: only its linears (its norms have float outputs, which stay on the reference)
+    if not qc.act8:
+        names.add("w4a16_linear")
+    else:
+        names.add("w8a8_linear" if qc.w_bits == 8 else "w4a8_linear")
+        if arch == "mamba1":
+            names.add("w8a8_linear")  # dt_proj stays W8A8 under W4A8 (spec F.24)
     if qc.act8:
         names |= {"quant_add_rms_norm", "quant_causal_conv1d"}  # the block norms' int8 outputs
         if qc.out_proj_hadamard:
@@ -207,7 +213,47 @@ def _ssd(ref: Callable, decode: bool) -> Callable:
     return run
 
 
+def _linear_y(y: torch.Tensor, out_scale: Any) -> None:
+    assert y.dtype == (torch.int8 if out_scale is not None else torch.float32), y.dtype
+
+
+def _one(s: torch.Tensor) -> torch.Tensor:
+    """A device scale as the bindings take it (one value or per row) in the reference's form."""
+    assert isinstance(s, torch.Tensor) and s.dtype == torch.float32, s
+    return s.reshape(()) if s.numel() == 1 else s
+
+
+def _w8a8(i, o, opts):
+    x, xs, w, ws, bias, os = i
+    (y,) = o
+    _linear_y(y, os)
+    y.copy_(ops.w8a8_linear(x, _one(xs), w, _one(ws), bias, None if os is None else _one(os)))
+
+
+def _w4a8(i, o, opts):
+    from quamba_edge.quant.packing import unpack_int4
+
+    x, xs, qweight, s_group, s_channel, gs, bias, os = i
+    (y,) = o
+    _linear_y(y, os)
+    assert qweight.dtype == torch.uint8 and s_group.dtype == torch.float16
+    codes = unpack_int4(qweight, x.shape[-1])
+    y.copy_(ops.w4a8_linear(x, _one(xs), codes, s_group, s_channel, gs, None if os is None else _one(os), bias))
+
+
+def _w4a16(i, o, opts):
+    from quamba_edge.quant.packing import unpack_int4
+
+    x, qweight, scale, gs, bias = i
+    (y,) = o
+    assert x.dtype == torch.float16 and y.dtype == torch.float32 and qweight.dtype == torch.uint8
+    y.copy_(ops.w4a16_linear(x, unpack_int4(qweight, x.shape[-1]), scale, gs, bias))
+
+
 _IMPLS: dict[str, Callable] = {
+    "w8a8_linear": _w8a8,
+    "w4a8_linear": _w4a8,
+    "w4a16_linear": _w4a16,
     "quant_add_rms_norm": _add_rms_norm,
     "quant_gated_rms_norm": _gated_rms_norm,
     "quant_hadamard": _hadamard,

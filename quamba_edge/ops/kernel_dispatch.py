@@ -1,4 +1,4 @@
-"""Kernel dispatch: the quantized model's calls of the 8 kernel-backed ops go to the CUDA kernels when on.
+"""Kernel dispatch: the quantized model's calls of the kernel-backed ops go to the CUDA kernels when on.
 
 The quantized model (``quamba_edge/quant/q*.py``) calls these ops through this module. Each function has
 its reference op's signature and returns what the reference returns (shapes and dtypes: the kernels' fp16
@@ -46,6 +46,9 @@ from .quant_selective_scan import quant_selective_scan as _ref_selective_scan
 from .quant_selective_state_update import quant_selective_state_update as _ref_selective_state_update
 from .quant_ssd import quant_ssd as _ref_ssd
 from .quant_ssd_state_update import quant_ssd_state_update as _ref_ssd_state_update
+from .w4a8_linear import w4a8_linear as _op_w4a8_linear
+from .w4a16_linear import w4a16_linear as _op_w4a16_linear
+from .w8a8_linear import w8a8_linear as _ref_w8a8_linear
 
 __all__ = [
     "KERNEL_OPS",
@@ -63,10 +66,14 @@ __all__ = [
     "quant_selective_state_update",
     "quant_ssd",
     "quant_ssd_state_update",
+    "w4a8_linear",
+    "w4a16_linear",
+    "w8a8_linear",
 ]
 
 KERNEL_OPS = ("quant_add_rms_norm", "quant_causal_conv1d", "quant_gated_rms_norm", "quant_hadamard",
-              "quant_selective_scan", "quant_selective_state_update", "quant_ssd", "quant_ssd_state_update")
+              "quant_selective_scan", "quant_selective_state_update", "quant_ssd", "quant_ssd_state_update",
+              "w4a8_linear", "w4a16_linear", "w8a8_linear")
 SSD_D_STATES = (16, 32, 64, 128, 256)  # quant_ssd.cu / quant_ssd_state_update.cu dispatch_n
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -580,3 +587,127 @@ def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor
                              D_q, _f(D_scale) if D_q is not None else 0.0, float(dt_limit[0]),
                              float(dt_limit[1]), st, ss, y, new_state, *(() if rows is None else (rows,)))
     return y.float(), new_state
+
+
+# ---- quantized linears ---------------------------------------------------------------------------------
+
+
+def _rows_aligned(x: torch.Tensor, k: int, elem_bytes: int) -> bool:
+    """The activation rows as the linear bindings see them are 16-byte aligned: a contiguous tensor (or a
+    2-D one with unit element stride) needs an aligned start and row stride; others are copied (aligned)."""
+    if x.dim() == 0 or x.shape[-1] != k:
+        return False
+    if x.is_contiguous():
+        return x.data_ptr() % 16 == 0 and (k * elem_bytes) % 16 == 0
+    if x.dim() == 2 and x.stride(1) == 1:
+        return x.data_ptr() % 16 == 0 and (x.stride(0) * elem_bytes) % 16 == 0
+    return (k * elem_bytes) % 16 == 0
+
+
+def _row_values(s: Any, n: int) -> bool:
+    """A per-row scale the linear kernels read from the device: one value or [N] (a python float is made a
+    tensor)."""
+    return s is not None and _numel_in(s, n)
+
+
+def _dev_scale(s: Scale, like: torch.Tensor) -> torch.Tensor:
+    """A scale as the linear bindings take it: a tensor on ``like``'s device (no host sync)."""
+    return s if isinstance(s, torch.Tensor) else torch.full((), float(s), dtype=torch.float32, device=like.device)
+
+
+def _effective_group(group_size: int, k: int) -> int:
+    return k if group_size <= 0 or group_size >= k else group_size
+
+
+def _linear_out(x: torch.Tensor, n: int, int8_out: bool) -> torch.Tensor:
+    """The reference's output: int8 with an output scale, else fp32."""
+    return _empty((*x.shape[:-1], n), torch.int8 if int8_out else torch.float32, x)
+
+
+def w8a8_linear(x_q: torch.Tensor, x_scale: Scale, w_q: torch.Tensor, w_scale: Scale,
+                bias: torch.Tensor | None = None, out_scale: Scale | None = None) -> torch.Tensor:
+    """``ops.w8a8_linear`` (bit-exact: the kernel repeats the reference's integer sum and fp32 epilogue). The
+    kernel reads the weights once per 16 token rows: a GEMV, also used for prefill until a GEMM lands."""
+    def supported() -> bool:
+        if x_q.dtype != torch.int8 or w_q.dtype != torch.int8 or w_q.dim() != 2 or w_q.stride(1) != 1:
+            return False
+        n, k = w_q.shape  # any K: unaligned or K % 16 != 0 take the kernel's byte-wise loads
+        return (1 <= k <= 65536 and x_q.dim() >= 1 and x_q.shape[-1] == k and _scalar(x_scale)
+                and _row_values(w_scale, n)
+                and (out_scale is None or _row_values(out_scale, n)) and (bias is None or bias.numel() == n))
+
+    k = _kernels_for("w8a8_linear", (x_q, x_scale, w_q, w_scale, bias, out_scale), supported)
+    if k is None:
+        return _ref_w8a8_linear(x_q, x_scale, w_q, w_scale, bias, out_scale)
+    y = _linear_out(x_q, w_q.shape[0], out_scale is not None)
+    k.w8a8_linear(x_q, _dev_scale(x_scale, x_q), w_q, _dev_scale(w_scale, x_q), bias,
+                  None if out_scale is None else _dev_scale(out_scale, x_q), y)
+    return y
+
+
+def _w4_weight_ok(qweight: torch.Tensor, scales: torch.Tensor, k: int, group_size: int, min_group: int) -> bool:
+    """Packed uint8 [N, K/2] weight and fp16 [N, groups] scales the W4 kernels take."""
+    gs = _effective_group(group_size, k)
+    return (32 <= k <= 65536 and k % 32 == 0 and (gs >= k or gs % min_group == 0)
+            and qweight.dtype == torch.uint8 and qweight.dim() == 2 and qweight.shape[1] == k // 2
+            and qweight.stride(1) == 1 and qweight.data_ptr() % 16 == 0 and qweight.stride(0) % 16 == 0
+            and scales.dtype == torch.float16 and scales.dim() == 2 and scales.stride(1) == 1
+            and tuple(scales.shape) == (qweight.shape[0], -(-k // gs)))
+
+
+def _ref_w4a8_linear(x_q: torch.Tensor, x_scale: Scale, qweight: torch.Tensor, s_group: torch.Tensor,
+                     s_channel: torch.Tensor, group_size: int, out_scale: Scale | None, bias: torch.Tensor | None,
+                     in_features: int) -> torch.Tensor:
+    """The reference op on the packed weight (unpacked here: the op takes codes)."""
+    from ..quant.packing import unpack_int4
+
+    return _op_w4a8_linear(x_q, x_scale, unpack_int4(qweight, in_features), s_group, s_channel, group_size,
+                           out_scale, bias)
+
+
+def _ref_w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
+                      bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
+    """The reference op on the packed weight."""
+    from ..quant.packing import unpack_int4
+
+    return _op_w4a16_linear(x, unpack_int4(qweight, in_features), scale, group_size, bias)
+
+
+def w4a8_linear(x_q: torch.Tensor, x_scale: Scale, qweight: torch.Tensor, s_group: torch.Tensor,
+                s_channel: torch.Tensor, group_size: int, out_scale: Scale | None, bias: torch.Tensor | None,
+                in_features: int) -> torch.Tensor:
+    """``ops.w4a8_linear`` taking the PACKED weight (``quant.packing.pack_int4``; the reference gets the
+    unpacked codes). Bit-exact."""
+    def supported() -> bool:
+        n = qweight.shape[0] if qweight.dim() == 2 else 0
+        return (x_q.dtype == torch.int8 and _rows_aligned(x_q, in_features, 1)
+                and _w4_weight_ok(qweight, s_group, in_features, group_size, 32) and _scalar(x_scale)
+                and s_channel.numel() == n and (out_scale is None or _row_values(out_scale, n))
+                and (bias is None or bias.numel() == n))
+
+    k = _kernels_for("w4a8_linear", (x_q, x_scale, qweight, s_group, s_channel, bias, out_scale), supported)
+    if k is None:
+        return _ref_w4a8_linear(x_q, x_scale, qweight, s_group, s_channel, group_size, out_scale, bias, in_features)
+    y = _linear_out(x_q, qweight.shape[0], out_scale is not None)
+    k.w4a8_linear(x_q, _dev_scale(x_scale, x_q), qweight, s_group, s_channel, int(group_size), bias,
+                  None if out_scale is None else _dev_scale(out_scale, x_q), y)
+    return y
+
+
+def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
+                 bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
+    """``ops.w4a16_linear`` taking the PACKED weight. The kernel takes fp16 activations: fp32 / bf16 inputs are
+    rounded to fp16 first (within the op's float tolerance); y comes back fp32 like the reference's."""
+    def supported() -> bool:
+        n = qweight.shape[0] if qweight.dim() == 2 else 0
+        return (x.dtype in _FLOATS and x.dim() >= 1 and x.shape[-1] == in_features
+                and _w4_weight_ok(qweight, scale, in_features, group_size, 32)
+                and (x.dtype != torch.float16 or _rows_aligned(x, in_features, 2))
+                and (bias is None or bias.numel() == n))
+
+    k = _kernels_for("w4a16_linear", (x, qweight, scale, bias), supported)
+    if k is None:
+        return _ref_w4a16_linear(x, qweight, scale, group_size, bias, in_features)
+    y = _linear_out(x, qweight.shape[0], False)
+    k.w4a16_linear(x.to(torch.float16), qweight, scale, int(group_size), bias, y)
+    return y

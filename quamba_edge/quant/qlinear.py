@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from ..ops import kernel_dispatch  # the 8 kernel-backed ops: CUDA kernels when on
+from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
 from ..ops import registry
 from ..ops.quant_embedding import emit_quant_embedding
 from ..ops.scales import expand_segment_scales
@@ -78,6 +78,23 @@ def as_scale(s, shape: Sequence[int] = ()) -> Tensor:
     if t.numel() != math.prod(shape):
         raise ValueError(f"scale of shape {tuple(t.shape)} does not fit {shape}")
     return t.reshape(shape).clone()
+
+
+def _segment_rows(module: nn.Module, t: Tensor, segments: Sequence[int]) -> Tensor:
+    """``expand_segment_scales(t, segments)`` on ``t``'s device, cached on the module per scale tensor while it is
+    unchanged (same storage and version): the decode step would otherwise build the [N] row scales on every
+    call. Not cached while exporting (traced tensors) or for inference tensors (no version counter)."""
+    if registry.exporting():
+        return expand_segment_scales(t, segments).to(t.device)
+    try:
+        key = (t.data_ptr(), t._version, t.device)
+    except RuntimeError:
+        return expand_segment_scales(t, segments).to(t.device)
+    cache = module.__dict__.setdefault("_segment_rows_cache", {})
+    hit = cache.get(id(t))
+    if hit is None or hit[0] is not t or hit[1] != key:
+        hit = cache[id(t)] = (t, key, expand_segment_scales(t, segments).to(t.device))
+    return hit[2]
 
 
 def _weight_of(linear_or_weight) -> tuple[Tensor, Tensor | None]:
@@ -126,12 +143,12 @@ class W8A8Linear(nn.Module):
         """Per-segment ``[S]`` -> per-row ``[N]`` (a scalar stays scalar for S = 1)."""
         if len(self.segments) == 1:
             return t.reshape(())
-        return expand_segment_scales(t, self.segments).to(t.device)
+        return _segment_rows(self, t, self.segments)
 
     def forward(self, x_q: Tensor) -> Tensor:
         out_scale = None if self.output_scale is None else self.row_scales(self.output_scale)
-        return ops.w8a8_linear(x_q, self.input_scale, self.weight, self.row_scales(self.weight_scale),
-                               self.bias, out_scale)
+        fn = ops.w8a8_linear if registry.exporting() else kernel_dispatch.w8a8_linear
+        return fn(x_q, self.input_scale, self.weight, self.row_scales(self.weight_scale), self.bias, out_scale)
 
     def dequantized_weight(self) -> Tensor:
         """fp32 ``[N, K]`` = ``q * s_row`` (what the integer GEMM applies)."""
@@ -223,12 +240,13 @@ class W4A8Linear(nn.Module):
         out_scale = None
         if self.output_scale is not None:
             out_scale = (self.output_scale.reshape(()) if len(self.segments) == 1
-                         else expand_segment_scales(self.output_scale, self.segments).to(x_q.device))
+                         else _segment_rows(self, self.output_scale, self.segments))
         if registry.exporting():  # the node takes the packed weight
             return emit_w4a8_linear(x_q, self.input_scale, self.qweight, self.s_group, self.s_channel,
                                     self.group_size, out_scale, self.bias, self.in_features)
-        return ops.w4a8_linear(x_q, self.input_scale, self.codes(), self.s_group, self.s_channel,
-                               self.group_size, out_scale, self.bias)
+        # the kernel reads the packed weight; the reference fallback unpacks it
+        return kernel_dispatch.w4a8_linear(x_q, self.input_scale, self.qweight, self.s_group, self.s_channel,
+                                           self.group_size, out_scale, self.bias, self.in_features)
 
     def dequantized_weight(self) -> Tensor:
         """fp32 ``[N, K]`` the kernel applies: ``w8 * s_channel`` (int4 -> fp16 -> int8 chain)."""
@@ -287,7 +305,8 @@ class W4A16Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if registry.exporting():  # the node takes the packed weight
             return emit_w4a16_linear(x, self.qweight, self.scale, self.group_size, self.bias, self.in_features)
-        return ops.w4a16_linear(x, self.codes(), self.scale, self.group_size, self.bias)
+        return kernel_dispatch.w4a16_linear(x, self.qweight, self.scale, self.group_size, self.bias,
+                                            self.in_features)
 
     def dequantized_weight(self) -> Tensor:
         return ops.w4a16_dequantize(self.codes(), self.scale, self.group_size)

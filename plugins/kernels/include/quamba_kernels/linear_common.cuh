@@ -1,0 +1,283 @@
+// Device helpers of the quantized linear kernels (w8a8_linear, w4a8_linear, w4a16_linear). CUDA C++17,
+// sm_80+ (mma.sync only: the Orin's sm_87 has no wgmma). Builds on common.cuh; no fast-math.
+//
+// The decode GEMV (M = B * L <= 16 rows of activations) of all three runs on tensor cores with the roles
+// swapped: the WEIGHT is the mma's A operand (16 output features per tile = the mma's M) and the
+// activations are its B operand (8 or 16 token rows = one or two n8 tiles). Lane (g = lane / 4,
+// t = lane % 4) of a warp loads 16 contiguous bytes of weight rows g and g + 8 of its tile at K offset
+// (k-step base + t * chunk) and, for its token row g, the activation bytes at the same K positions. The
+// reduction over K does not care in which order the K positions enter an mma, so each lane feeds its own
+// contiguous chunk into the fragment slots the PTX layout assigns to it: the weights need no repacking and
+// every weight byte is read exactly once, with 16-byte loads, coalesced per 4 lanes.
+// The K range is split over the warps of a block (no atomics: the int32 partial sums are added in shared
+// memory, exact in any order), and each warp keeps DEPTH k-steps of weight loads in flight.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "quamba_kernels/common.cuh"
+
+#ifndef QUAMBA_DT_F32
+#define QUAMBA_DT_F32 0
+#define QUAMBA_DT_F16 1
+#define QUAMBA_DT_BF16 2
+#endif
+#ifndef QUAMBA_DT_I8
+#define QUAMBA_DT_I8 3
+#endif
+
+namespace quamba {
+namespace lin {
+
+constexpr int kWarps = 8;          // warps per block: they split K
+constexpr int kTileRows = 16;      // output features per block (the mma's M)
+constexpr int kThreads = 32 * kWarps;
+
+struct Frag4 {
+  uint32_t r[4];
+};
+
+// D = A(16x32 int8, row) * B(32x8 int8, col) + C, exact int32.
+__device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D = A(16x16 fp16, row) * B(16x8 fp16, col) + C, fp32 accumulation.
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Weights are read once: bypass L1 (the activations, re-read by every block, keep it).
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint4 ld_cached(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));  // i is a compile-time constant after unrolling
+}
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) { return __byte_perm(a, b, sel); }
+
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t mask, uint32_t bits) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(mask), "r"(bits));  // (a & mask) | bits
+  return d;
+}
+
+__device__ __forceinline__ __half2 as_h2(uint32_t u) {
+  __half2 h;
+  memcpy(&h, &u, sizeof(h));
+  return h;
+}
+__device__ __forceinline__ uint32_t h2_bits(__half2 h) {
+  uint32_t u;
+  memcpy(&u, &h, sizeof(u));
+  return u;
+}
+
+// The 16-entry int8 table of one W4A8 group: v[c] = clamp(round_half_even(fp16(fp16(c - 8) * s)), -128, 127)
+// (quamba_edge.ops.w4a8_linear.w4a8_int8_weight: one IEEE fp16 multiply, then fp16 -> int8 half to even,
+// saturating). Rounding to an integer is an fp16 add of 1536: in [1024, 2048) the fp16 spacing is 1, so
+// the add rounds half to even, and the low byte of 1536 + q is q's two's complement byte (512 + q mod 256).
+struct Lut16 {
+  uint32_t lo0, lo1, hi0, hi1;  // bytes v[0..3], v[4..7], v[8..11], v[12..15]
+};
+
+__device__ __forceinline__ Lut16 w4a8_lut(uint16_t s_bits) {
+  const __half2 s = as_h2(static_cast<uint32_t>(s_bits) * 0x10001u);
+  const __half2 lo = as_h2(0xD800D800u), hi = as_h2(0x57F057F0u);  // -128, 127
+  const __half2 magic = as_h2(0x66006600u);                        // 1536
+  // (c - 8) for c = 0..15 as fp16 pairs {c, c + 1}: -8 -7 | -6 -5 | -4 -3 | -2 -1 | 0 1 | 2 3 | 4 5 | 6 7
+  constexpr uint32_t kPairs[8] = {0xC700C800u, 0xC500C600u, 0xC200C400u, 0xBC00C000u,
+                                  0x3C000000u, 0x42004000u, 0x45004400u, 0x47004600u};
+  uint32_t q[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const __half2 p = __hmul2(as_h2(kPairs[i]), s);
+    q[i] = h2_bits(__hadd2(__hmin2(__hmax2(p, lo), hi), magic));
+  }
+  Lut16 t;
+  t.lo0 = prmt(q[0], q[1], 0x6420);
+  t.lo1 = prmt(q[2], q[3], 0x6420);
+  t.hi0 = prmt(q[4], q[5], 0x6420);
+  t.hi1 = prmt(q[6], q[7], 0x6420);
+  return t;
+}
+
+// Codes c0..c7 of one packed word (nibble i = code i, offset binary) -> int8 words {v(c0..c3)}, {v(c4..c7)}.
+// Selector nibbles keep bit 3 clear (PRMT's sign-replicate flag): the low three bits pick the byte in the low
+// or high half of the table, and a second PRMT picks per byte between the two by the code's bit 3.
+__device__ __forceinline__ void w4a8_lookup(const Lut16& t, uint32_t w, uint32_t& out_lo, uint32_t& out_hi) {
+  const uint32_t idx = w & 0x77777777u;
+  const uint32_t pick = lop3_and_or(w >> 1, 0x44444444u, 0x32103210u);
+  out_lo = prmt(prmt(t.lo0, t.lo1, idx), prmt(t.hi0, t.hi1, idx), pick);
+  const uint32_t idx2 = idx >> 16, pick2 = pick >> 16;
+  out_hi = prmt(prmt(t.lo0, t.lo1, idx2), prmt(t.hi0, t.hi1, idx2), pick2);
+}
+
+// Codes c0..c7 of one packed word -> exact fp16 (c - 8) pairs {c0,c4} {c1,c5} {c2,c6} {c3,c7}: OR-ing a nibble
+// into the mantissa of 1024.0 gives 1024 + c exactly; subtracting 1032 leaves c - 8.
+__device__ __forceinline__ void w4_to_f16(uint32_t w, uint32_t (&h)[4]) {
+  const __half2 bias = as_h2(0x64086408u);  // 1032
+  h[0] = h2_bits(__hsub2(as_h2(lop3_and_or(w, 0x000F000Fu, 0x64006400u)), bias));
+  h[1] = h2_bits(__hsub2(as_h2(lop3_and_or(w >> 4, 0x000F000Fu, 0x64006400u)), bias));
+  h[2] = h2_bits(__hsub2(as_h2(lop3_and_or(w >> 8, 0x000F000Fu, 0x64006400u)), bias));
+  h[3] = h2_bits(__hsub2(as_h2(lop3_and_or(w >> 12, 0x000F000Fu, 0x64006400u)), bias));
+}
+
+// The K range of warp `w` of `kWarps`: k-steps [begin, end) of `steps` (balanced contiguous slices).
+__device__ __forceinline__ void warp_steps(int steps, int w, int& begin, int& end) {
+  begin = static_cast<int>((static_cast<int64_t>(steps) * w) / kWarps);
+  end = static_cast<int>((static_cast<int64_t>(steps) * (w + 1)) / kWarps);
+}
+
+// Split-K reduction: every warp's C fragments (NT n8 tiles x 4 registers per lane) -> shared memory
+// [warp][nt][reg][lane]; afterwards thread (row r in 0..15, token nn in 0..8*NT-1) sums its element over
+// the warps. Returns false for threads without an output element.
+template <typename Acc, int NT>
+struct SplitK {
+  Acc buf[kWarps][NT][4][32];
+
+  __device__ __forceinline__ void put(int warp, int lane, const Acc (&c)[NT][4]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) buf[warp][nt][i][lane] = c[nt][i];
+    }
+  }
+
+  // Output element of thread `tid` (call after __syncthreads): row r (0..15) of the tile, token nn.
+  __device__ __forceinline__ bool get(int tid, int& r, int& nn, Acc& sum) const {
+    if (tid >= kTileRows * 8 * NT) return false;
+    r = tid % kTileRows;
+    nn = tid / kTileRows;
+    const int nt = nn / 8, nl = nn % 8;
+    const int lane = (r % 8) * 4 + nl / 2, reg = (r / 8) * 2 + (nl & 1);
+    sum = buf[0][nt][reg][lane];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) sum += buf[w][nt][reg][lane];
+    return true;
+  }
+};
+
+// y[row] = int8 or float of an fp32 value.
+__device__ __forceinline__ void store_y(void* y, int64_t i, int dtype, float v, float out_scale) {
+  if (dtype == QUAMBA_DT_I8) {
+    static_cast<int8_t*>(y)[i] = quantize_int8(v, out_scale);
+  } else if (dtype == QUAMBA_DT_F16) {
+    static_cast<uint16_t*>(y)[i] = f32_to_f16_bits(v);
+  } else {
+    static_cast<float*>(y)[i] = v;
+  }
+}
+
+// Integer epilogue of W8A8 / W4A8 (quamba_edge.ops.w8a8_linear steps 2-4): y = float(acc) * (x_scale * w_scale)
+// [+ bias], each a separate fp32 operation (never contracted into an FMA), then the output quantizer.
+__device__ __forceinline__ float int_epilogue(int acc, float x_scale, float w_scale, const float* bias, int row) {
+  float y = __fmul_rn(acc_to_f32(acc), __fmul_rn(x_scale, w_scale));
+  if (bias != nullptr) y = __fadd_rn(y, bias[row]);
+  return y;
+}
+
+// Where a lane of a GEMV block works: weight rows g and g + 8 of the tile (valid flags), token rows g (+ 8 per
+// extra n8 tile) of the block's token tile, and this warp's slice of the k-steps.
+template <int NT>
+struct GemvLane {
+  int lane, warp, g, t;
+  int row0, row1;  // output features of weight rows g and g + 8
+  bool in0, in1;
+  int64_t tok0;    // first token row of the block
+  int64_t tok[NT];
+  bool tin[NT];
+
+  __device__ __forceinline__ GemvLane(int64_t m, int n) {
+    lane = threadIdx.x & 31;
+    warp = threadIdx.x >> 5;
+    g = lane >> 2;
+    t = lane & 3;
+    row0 = blockIdx.x * kTileRows + g;
+    row1 = row0 + 8;
+    in0 = row0 < n;
+    in1 = row1 < n;
+    tok0 = static_cast<int64_t>(blockIdx.y) * 8 * NT;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      tok[nt] = tok0 + nt * 8 + g;
+      tin[nt] = tok[nt] < m;
+    }
+  }
+};
+
+// The GEMV kernel shared by the three formats. A format F provides
+//   using Params; using Acc (int or float); static constexpr int kStepK (K per k-step);
+//   template <int NT> struct Stage (registers of one k-step) and static constexpr int depth<NT>;
+//   __device__ F(const Params&, const GemvLane<NT>&)            per-lane pointers;
+//   __device__ void load(Stage<NT>&, int step, bool in_range)    issue one k-step's loads (zeros when out of range);
+//   __device__ void compute(const Stage<NT>&, Acc (&acc)[NT][4], int step, bool in_range);
+//   __device__ static void store(const Params&, Acc sum, int row, int64_t token)   the epilogue of one output.
+// Each warp keeps depth<NT> k-steps of loads in flight: stage d is consumed, then refilled with step + depth.
+template <class F, int NT>
+__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(const typename F::Params p) {
+  using Acc = typename F::Acc;
+  constexpr int D = F::template depth<NT>;
+  __shared__ SplitK<Acc, NT> red;
+  const GemvLane<NT> ln(p.m, p.n);
+  F f(p, ln);
+  int s_begin, s_end;
+  warp_steps(ceil_div(p.k, F::kStepK), ln.warp, s_begin, s_end);
+  typename F::template Stage<NT> st[D];
+#pragma unroll
+  for (int d = 0; d < D; ++d) f.load(st[d], s_begin + d, s_begin + d < s_end);
+  Acc acc[NT][4] = {};
+  for (int s = s_begin; s < s_end; s += D) {
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      f.compute(st[d], acc, s + d, s + d < s_end);
+      f.load(st[d], s + d + D, s + d + D < s_end);
+    }
+  }
+  red.put(ln.warp, ln.lane, acc);
+  __syncthreads();
+  int r, nn;
+  Acc sum;
+  if (!red.get(threadIdx.x, r, nn, sum)) return;
+  const int row = blockIdx.x * kTileRows + r;
+  const int64_t token = ln.tok0 + nn;
+  if (row < p.n && token < p.m) F::store(p, sum, row, token);
+}
+
+// Launch F's GEMV for p.m token rows: one n8 token tile per block up to 8 rows, else two.
+template <class F>
+cudaError_t launch_gemv(const typename F::Params& p, cudaStream_t stream) {
+  const int nt = p.m <= 8 ? 1 : 2;
+  const dim3 grid(static_cast<unsigned>(ceil_div(p.n, kTileRows)),
+                  static_cast<unsigned>(ceil_div<int64_t>(p.m, 8 * nt)));
+  if (grid.y > 65535) return cudaErrorInvalidValue;
+  if (nt == 1) {
+    gemv_kernel<F, 1><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    gemv_kernel<F, 2><<<grid, kThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+// Host side: a pointer and row stride (bytes) fit for the 16-byte vector loads.
+inline bool aligned16(const void* ptr, int64_t row_stride_bytes) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && row_stride_bytes % 16 == 0;
+}
+
+}  // namespace lin
+}  // namespace quamba

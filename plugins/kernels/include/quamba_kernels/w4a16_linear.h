@@ -1,0 +1,44 @@
+/* W4A16Linear (quamba_edge/ops/w4a16_linear.py): fp16 activations x int4 weights with fp16 group scales.
+ *
+ *   y[m, n] = sum_g s[n, g] * sum_{k in g} x[m, k] * (c[n, k] - 8)  [+ bias[n]]
+ *
+ * The inner sums run on fp16 tensor cores with fp32 accumulation. group_size % 128 == 0 (or >= K): (c - 8) is
+ * exact in fp16 and each group's partial sum is scaled in fp32, the reference's fp32 product up to the order
+ * of additions; other multiples of 32: each weight is fp16((c - 8) * s) (one more fp16 rounding per weight).
+ * y is compared with a float tolerance. qweight as in w4a8_linear.h; scale fp16 bits [N, ceil(K / group_size)].
+ * Requirements (else cudaErrorInvalidValue): K % 32 == 0, K <= 65536, group_size % 32 == 0 or group_size >= K;
+ * x fp16 [M, K] and qweight 16-byte aligned, row strides multiples of 16 bytes. y: QUAMBA_DT_F32 or _F16.
+ */
+#ifndef QUAMBA_KERNELS_W4A16_LINEAR_H
+#define QUAMBA_KERNELS_W4A16_LINEAR_H
+
+#include "quamba_kernels/abi.h"
+
+#ifndef QUAMBA_DT_F32
+#define QUAMBA_DT_F32 0
+#define QUAMBA_DT_F16 1
+#define QUAMBA_DT_BF16 2
+#endif
+#ifndef QUAMBA_DT_I8
+#define QUAMBA_DT_I8 3
+#endif
+
+QUAMBA_EXTERN_C_BEGIN
+
+typedef struct QuambaW4A16LinearParams {
+  int64_t m;
+  int n, k;
+  const uint16_t* x;       int64_t x_row_stride;     /* fp16 bits, elements */
+  const uint8_t* qweight;  int64_t w_row_stride;     /* bytes */
+  const uint16_t* scale;   int64_t scale_row_stride; /* fp16 bits, elements */
+  int group_size;
+  const float* bias;       /* device fp32 [N] or NULL */
+  int y_dtype;             /* QUAMBA_DT_F32 / _F16 */
+  void* y;                 int64_t y_row_stride;
+} QuambaW4A16LinearParams;
+
+QUAMBA_API cudaError_t quamba_w4a16_linear(const QuambaW4A16LinearParams* p, cudaStream_t stream);
+
+QUAMBA_EXTERN_C_END
+
+#endif /* QUAMBA_KERNELS_W4A16_LINEAR_H */

@@ -1,0 +1,130 @@
+"""CUDA w8a8_linear against the reference op (quamba_edge/ops/w8a8_linear.py) on the GPU.
+
+The kernel accumulates exactly in int32 and repeats the reference's fp32 epilogue operation by operation, so
+int8 and fp32 outputs must equal the reference bit for bit (fp16 outputs: the reference rounded to fp16).
+"""
+
+import pytest
+import torch
+
+from gpu_helpers import run_poisoned
+from linear_helpers import DECODE_M, MODEL_SHAPES, WIDE_M, gen, out_scale_for, rand_x8
+from quamba_edge.ops import w8a8_linear as ref_linear
+
+pytestmark = pytest.mark.gpu
+
+
+def _weights(n, k, g, per_row=True, bias=False):
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, device="cuda", generator=g)
+    ws = (0.001 + 0.01 * torch.rand(n if per_row else 1, device="cuda", generator=g))
+    b = torch.randn(n, device="cuda", generator=g) if bias else None
+    return w, ws, b
+
+
+def _check(kernels, x, xs, w, ws, b, y_dtype, *, per_row_out=True):
+    m, n = x.shape[0], w.shape[0]
+    y_ref_f = ref_linear(x, xs, w, ws if ws.numel() > 1 else ws[0], b)
+    os = None
+    if y_dtype == torch.int8:
+        os = out_scale_for(y_ref_f)
+        if not per_row_out:
+            os = os.max().reshape(1)
+    (y,) = run_poisoned(lambda y: kernels.w8a8_linear(x, xs, w, ws, b, os, y), [((m, n), y_dtype)])
+    if y_dtype == torch.int8:
+        ref = ref_linear(x, xs, w, ws if ws.numel() > 1 else ws[0], b, os if os.numel() > 1 else os[0])
+        assert int((ref == 127).sum() + (ref == -128).sum()) > 0, "test inputs should make some outputs clamp"
+    else:
+        ref = y_ref_f.to(y_dtype)
+    assert torch.equal(y, ref), f"{int((y != ref).sum())} of {y.numel()} elements differ"
+
+
+@pytest.mark.parametrize("m", DECODE_M)
+@pytest.mark.parametrize("model,layer,n,k", MODEL_SHAPES)
+def test_model_shapes_decode(kernels, model, layer, n, k, m):
+    g = gen("w8a8", n, k, m)
+    w, ws, b = _weights(n, k, g, per_row=layer == "in_proj")
+    x = rand_x8(m, k, g)
+    xs = torch.tensor(0.02, device="cuda")
+    _check(kernels, x, xs, w, ws, b, torch.int8 if layer != "out_proj" else torch.float32)
+
+
+@pytest.mark.parametrize("m,n,k", WIDE_M)
+@pytest.mark.parametrize("y_dtype", [torch.int8, torch.float32, torch.float16])
+def test_wide_m_and_odd_n(kernels, m, n, k, y_dtype):
+    g = gen("w8a8w", m, n, k)
+    w, ws, b = _weights(n, k, g, bias=True)
+    _check(kernels, rand_x8(m, k, g), torch.tensor(0.013, device="cuda"), w, ws, b, y_dtype)
+
+
+@pytest.mark.parametrize("k", [16, 48, 64, 80, 208, 1040, 4, 24, 100, 333])
+def test_k_tails_and_scalar_scales(kernels, k):
+    """K past whole k-steps; K % 16 != 0 runs the byte-wise loads."""
+    g = gen("w8a8k", k)
+    w, ws, b = _weights(37, k, g, per_row=False)
+    _check(kernels, rand_x8(3, k, g), torch.tensor(0.05, device="cuda"), w, ws, b, torch.int8, per_row_out=False)
+
+
+@pytest.mark.parametrize("offset", [0, 4])
+def test_strided_rows_and_leading_dims(kernels, offset):
+    """x as a column slice of a wider tensor (row stride != K; offset 4: unaligned rows, byte-wise loads),
+    [B, L, K] leading dims, y a slice too."""
+    g = gen("w8a8s", offset)
+    big = torch.randint(-128, 128, (6, 100), dtype=torch.int8, device="cuda", generator=g)
+    x = big[:, offset:offset + 64]
+    w, ws, b = _weights(40, 64, g, bias=True)
+    xs = torch.tensor(0.03, device="cuda")
+    ybig = torch.full((6, 48), 7.0, device="cuda")
+    y = ybig[:, :40]
+    kernels.w8a8_linear(x, xs, w, ws, b, None, y)
+    ref = ref_linear(x, xs, w, ws, b)
+    assert torch.equal(y, ref)
+    assert (ybig[..., 40:] == 7.0).all(), "columns past N must not be written"
+
+
+_BAD_ARGS = """
+import torch
+from quamba_edge import kernels
+ops = kernels.load()
+dev = "cuda"
+x = torch.zeros(2, 32, dtype=torch.int8, device=dev)
+w = torch.zeros(8, 32, dtype=torch.int8, device=dev)
+s = torch.ones(8, device=dev)
+xs = torch.ones((), device=dev)
+y8 = torch.empty(2, 8, dtype=torch.int8, device=dev)
+yf = torch.empty(2, 8, device=dev)
+bad = [
+    (x.float(), xs, w, s, None, None, yf),                                        # x not int8
+    (x, xs, w[:, :16], s, None, None, yf),                                        # K mismatch
+    (x, xs, w, s, None, None, y8),                                                # int8 y without out_scale
+    (x, xs, w, s, None, None, torch.empty(3, 8, device=dev)),                     # y rows != x rows
+    (x, xs, w, s[:5], None, None, yf),                                            # w_scale neither 1 nor N
+]
+for i, args in enumerate(bad):
+    try:
+        ops.w8a8_linear(*args)
+        torch.cuda.synchronize()
+    except RuntimeError as e:
+        print(i, "raised:", str(e).splitlines()[0])
+    else:
+        raise SystemExit(f"case {i} did not raise")
+print("ok")
+"""
+
+
+def test_bad_arguments_raise(kernels):
+    """Unsupported shapes and bad dtypes raise with a message, never compute a wrong answer (subprocess)."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _BAD_ARGS], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout, r.stderr[-3000:])
+
+
+def test_sanitize_w8a8_linear(kernels):
+    """Small calls for compute-sanitizer (plugins/sanitize_driver.py): one and two token tiles, tails."""
+    for m, n, k in [(1, 40, 80), (13, 24, 272), (20, 17, 64)]:
+        g = gen("w8a8san", m, n, k)
+        w, ws, b = _weights(n, k, g, bias=True)
+        _check(kernels, rand_x8(m, k, g), torch.tensor(0.02, device="cuda"), w, ws, b, torch.int8)
