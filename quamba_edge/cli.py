@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from quamba_edge import __version__
@@ -94,6 +95,19 @@ def _load_tokenizer(tok_dir, vocab_size: int):
     return tok
 
 
+def _bundled_calib() -> Path:
+    """The calibration slice shipped with the package (quamba_edge/assets/text/calib.txt, ~63k tokens)."""
+    from quamba_edge.tokenizer import bundled_assets_dir
+
+    return bundled_assets_dir() / "text" / "calib.txt"
+
+
+def _short_text_notice(command: str) -> Callable[[str], None]:
+    """``on_short`` for the calibration loaders: the CLI takes the samples the text holds (same length,
+    fewer of them; see quamba_edge/quant/calibration.py) and says so in one line on stderr."""
+    return lambda msg: print(f"quamba-edge {command}: {msg}", file=sys.stderr, flush=True)
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.2f} MiB"
 
@@ -148,7 +162,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
                         ("--gptq-num-samples", args.gptq_num_samples), ("--gptq-seq-len", args.gptq_seq_len)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    for flag, f in (("--calib", args.calib), ("--gptq-calib", args.gptq_calib)):
+    calib_src = args.calib or str(_bundled_calib())
+    for flag, f in (("--calib", calib_src), ("--gptq-calib", args.gptq_calib)):
         if f is not None and not Path(f).exists() and Path(f).suffix in (".txt", ".jsonl", ".gz"):
             raise FileNotFoundError(f"{flag} {f}: no such file")
     out = Path(args.out).expanduser().absolute()
@@ -177,17 +192,18 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     _say(f"  loaded FP model ({args.dtype}) and tokenizer ({tok_dir}) in {time.perf_counter() - t:.2f}s")
 
     t = time.perf_counter()
-    calib = load_samples(args.calib, tok, args.num_samples, args.seq_len, args.seed)
+    notice = _short_text_notice("quantize")
+    calib = load_samples(calib_src, tok, args.num_samples, args.seq_len, args.seed, on_short=notice)
     n_tok = sum(int(s.numel()) for s in calib)
-    _say(f"  calibration: {len(calib)} samples, {n_tok:,} tokens from {args.calib} "
+    _say(f"  calibration: {len(calib)} samples, {n_tok:,} tokens from {calib_src} "
          f"(seq-len {args.seq_len}, seed {args.seed}) in {time.perf_counter() - t:.2f}s")
     gptq_calib = None
     if use_gptq:
         t = time.perf_counter()
-        gptq_calib = load_gptq_samples(args.calib, tok, args.gptq_num_samples, args.gptq_seq_len, args.seed,
-                                       gptq_source=args.gptq_calib)
+        gptq_calib = load_gptq_samples(calib_src, tok, args.gptq_num_samples, args.gptq_seq_len, args.seed,
+                                       gptq_source=args.gptq_calib, on_short=notice)
         _say(f"  GPTQ data: {len(gptq_calib)} windows of {args.gptq_seq_len} tokens from "
-             f"{args.gptq_calib or args.calib} in {time.perf_counter() - t:.2f}s")
+             f"{args.gptq_calib or calib_src} in {time.perf_counter() - t:.2f}s")
 
     # ---- quantize ----
     from quamba_edge.quant.recipes import quantize_model
@@ -203,10 +219,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     meta = {
         "model": str(model_dir.resolve()),
-        "calib": str(args.calib), "num_samples": args.num_samples, "seq_len": args.seq_len,
+        # the sample counts actually used (fewer than asked when the text is short)
+        "calib": str(calib_src), "num_samples": len(calib), "seq_len": args.seq_len,
         "seed": args.seed, "gptq": use_gptq,
         "gptq_calib": str(args.gptq_calib) if args.gptq_calib else None,
-        "gptq_num_samples": args.gptq_num_samples if use_gptq else None,
+        "gptq_num_samples": len(gptq_calib) if gptq_calib is not None else None,
         "gptq_seq_len": args.gptq_seq_len if use_gptq else None,
         "fp_dtype": args.dtype, "device": str(device), "quantize_seconds": round(t_quant, 3),
     }
@@ -305,7 +322,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--fp {fp_path} is not the model the artifact was made from "
                              f"(its config differs: {fp_model.config.arch}, d_model {fp_model.config.d_model}, "
                              f"{fp_model.config.n_layer} layers)")
-        samples = load_samples(src, tok, args.num_samples, args.seq_len, args.seed)
+        samples = load_samples(src, tok, args.num_samples, args.seq_len, args.seed,
+                               on_short=_short_text_notice("eval"))
         rows = sqnr_report(fp_model, model, samples, threshold_db=args.threshold)
         result["sqnr"] = {"fp_model": str(fp_path), "source": str(src), "samples": len(samples),
                           "seq_len": args.seq_len, "threshold_db": args.threshold, "rows": rows,
@@ -583,8 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="FP checkpoint directory or bundled model name")
     p.add_argument("--recipe", required=True, metavar="{quamba,quamba2}", help="quantization recipe")
     p.add_argument("--bits", required=True, metavar="{w8a8,w4a8,w4a16}", help="weight/activation bits")
-    p.add_argument("--calib", required=True, metavar="FILE",
-                   help="calibration text: .txt (blank-line separated documents), .jsonl, or a cached HF dataset")
+    p.add_argument("--calib", metavar="FILE",
+                   help="calibration text: .txt (blank-line separated documents), .jsonl, or a cached HF dataset "
+                        "(default: the bundled quamba_edge/assets/text/calib.txt, ~63k tokens). Text too short "
+                        "for --num-samples / --gptq-num-samples gives fewer samples of the same length, with a "
+                        "note on stderr")
     p.add_argument("--gptq-calib", metavar="FILE", help="separate text for GPTQ (W4; default: --calib)")
     p.add_argument("--num-samples", type=int, default=512, help="calibration samples (default 512)")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sample (default 512)")
