@@ -711,6 +711,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_path(args: argparse.Namespace):
+    """The directory a subcommand writes (quantize / export --out), else None."""
+    from pathlib import Path
+
+    out = getattr(args, "out", None) if args.command in ("quantize", "export") else None
+    return Path(out).expanduser().absolute() if out else None
+
+
+def _dir_stamp(path) -> tuple[int, int] | None:
+    """(inode, mtime) of ``path``, or None when it does not exist: the atomic writers rename a complete new
+    directory into place, so an unchanged stamp means nothing was written there."""
+    import os
+
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _interrupted_message(args: argparse.Namespace, out, stamp_before) -> str:
+    """The one line printed on Ctrl-C. Writers build their output in a temp dir beside the target and
+    remove it on any exception (KeyboardInterrupt included), so an interrupted run leaves the target as it
+    was; the stamp check keeps the line true when Ctrl-C lands after the final rename."""
+    msg = f"quamba-edge {args.command}: interrupted"
+    if out is not None:
+        if _dir_stamp(out) == stamp_before:
+            return msg + f"; nothing was written to {out}"
+        return msg + f" after {out} was written"
+    if args.command == "demo":
+        if args.work:
+            return msg + f"; {args.work} keeps the models that were finished"
+        if not args.keep:
+            return msg + "; the temporary work dir was removed"
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -724,12 +763,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from quamba_edge.runtime.backends.base import BackendUnavailableError
 
         user_errors += (BackendUnavailableError,)
+    out = _out_path(args)
+    stamp = _dir_stamp(out)
     try:
         return func(args)
     except user_errors as exc:
         # User errors (bad path, corrupt checkpoint, unsupported config): one clear line, no traceback.
         print(f"quamba-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: one line instead of a traceback, and the shell's code for SIGINT (128 + 2).
+        sys.stdout.flush()
+        lead = "\n" if sys.stderr.isatty() else ""  # off the terminal's "^C" (and a streamed line)
+        print(lead + _interrupted_message(args, out, stamp), file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -258,3 +258,51 @@ def test_quantize_text_shorter_than_one_sample_is_one_line_error(capsys, tmp_pat
     assert "fewer than one window of 1000000 tokens" in lines[0] and "--seq-len" in lines[0]
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
+
+# ---- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def _interrupt(*_a, **_k):
+    raise KeyboardInterrupt
+
+
+@needs_recipes
+@pytest.mark.parametrize("where", ["quantizing", "writing"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_quantize_interrupted_one_line_exit_130_nothing_written(capsys, monkeypatch, tmp_path, fp_dirs, text_file,
+                                                                where, existing):
+    """Ctrl-C while quantizing, or inside the atomic writer after the files are in its temp dir: one line,
+    exit code 130, no target (or the existing one untouched) and no temp dir left beside it."""
+    from quamba_edge.quant import artifact, recipes
+
+    if where == "quantizing":
+        monkeypatch.setattr(recipes, "quantize_model", _interrupt)
+    else:  # after write(tmp), before the rename
+        monkeypatch.setattr(artifact, "apply_umask_permissions", _interrupt)
+    out = tmp_path / "art"
+    if existing:
+        out.mkdir()
+    rc, stdout, err = _run(capsys, "quantize", fp_dirs["mamba1"], "--recipe", "quamba", "--bits", "w8a8",
+                           "--calib", text_file, "--num-samples", 2, "--seq-len", 32, "--out", out,
+                           "--device", "cpu")
+    assert rc == 130
+    assert err.splitlines() == [f"quamba-edge quantize: interrupted; nothing was written to {out}"], err
+    assert "Traceback" not in err + stdout
+    if existing:
+        assert out.is_dir() and list(out.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == (["art"] if existing else [])  # no .art.tmp-* left
+
+
+def test_other_commands_interrupted_one_line_exit_130(capsys, monkeypatch, fp_dirs, text_file, tokenizer_dir):
+    from quamba_edge.quant import evaluate
+
+    monkeypatch.setattr(evaluate, "perplexity", _interrupt)
+    rc, stdout, err = _run(capsys, "eval", fp_dirs["mamba1"], "--ppl", text_file, "--tokenizer", tokenizer_dir,
+                           "--device", "cpu")
+    assert rc == 130 and err.splitlines()[-1] == "quamba-edge eval: interrupted" and "Traceback" not in err
+
+    from quamba_edge.runtime import EdgeModel
+
+    monkeypatch.setattr(EdgeModel, "load", _interrupt)
+    rc, stdout, err = _run(capsys, "generate", fp_dirs["mamba1"], "--prompt", "The")
+    assert rc == 130 and err.splitlines() == ["quamba-edge generate: interrupted"]
