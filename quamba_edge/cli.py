@@ -456,6 +456,23 @@ def _fmt_demo_table(rows: list[dict]) -> str:
     return "\n".join([fmt(head), fmt(["-" * x for x in w])] + [fmt(b) for b in body])
 
 
+# Why the quantized rows are slower than fp16 on ONNX Runtime CPU: every custom `quamba` node runs as a
+# Python PyOp (onnxruntime-extensions) and the quantized graphs have many more of them (fp16 has only its
+# float scans). A user reading the table should not take that for the speed of the method.
+ORT_CPU_NOTE = ("On CPU (ONNX Runtime) the quantized graphs run their custom ops as Python PyOps, so they are "
+                "slower than fp16 here; speed-ups come from the CUDA kernels (torch-cuda, with a GPU) and "
+                "TensorRT plugins (Jetson).")
+
+
+def _demo_notes(rows: list[dict]) -> list[str]:
+    """Notes printed under the demo table (and given as "notes" in --json): today only ORT_CPU_NOTE, when
+    a quantized model ran on ONNX Runtime's CPU provider."""
+    notes = []
+    if any(r["precision"] != "fp16" and r["backend"] == "onnxruntime" and r.get("device") == "cpu" for r in rows):
+        notes.append(ORT_CPU_NOTE)
+    return notes
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
@@ -556,7 +573,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = {
             "model": args.model, "work": str(work), "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
             "perplexity_protocol": {"file": str(eval_text), "windows": p0["windows"], "window": p0["window"]},
-            "backends": backends, "backend_reasons": reasons, "rows": rows, "seconds": round(total, 1),
+            "backends": backends, "backend_reasons": reasons, "rows": rows, "notes": _demo_notes(rows),
+            "seconds": round(total, 1),
         }
         if args.json:
             print(json.dumps(_json_safe(result), indent=2))
@@ -572,6 +590,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      "activations (the fp32 export); the quantized rows keep their int8 / int4 weights")
             _say("")
             _say(_fmt_demo_table(rows))
+            for note in result["notes"]:
+                _say(note)
             _say("")
             _say(f"done in {total:.1f}s" + (f" (work dir {work} kept)" if args.work or args.keep else ""))
     finally:
