@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from quamba_edge import __version__
@@ -94,6 +95,19 @@ def _load_tokenizer(tok_dir, vocab_size: int):
     return tok
 
 
+def _bundled_calib() -> Path:
+    """The calibration slice shipped with the package (quamba_edge/assets/text/calib.txt, ~63k tokens)."""
+    from quamba_edge.tokenizer import bundled_assets_dir
+
+    return bundled_assets_dir() / "text" / "calib.txt"
+
+
+def _short_text_notice(command: str) -> Callable[[str], None]:
+    """``on_short`` for the calibration loaders: the CLI takes the samples the text holds (same length,
+    fewer of them; see quamba_edge/quant/calibration.py) and says so in one line on stderr."""
+    return lambda msg: print(f"quamba-edge {command}: {msg}", file=sys.stderr, flush=True)
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.2f} MiB"
 
@@ -148,7 +162,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
                         ("--gptq-num-samples", args.gptq_num_samples), ("--gptq-seq-len", args.gptq_seq_len)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    for flag, f in (("--calib", args.calib), ("--gptq-calib", args.gptq_calib)):
+    calib_src = args.calib or str(_bundled_calib())
+    for flag, f in (("--calib", calib_src), ("--gptq-calib", args.gptq_calib)):
         if f is not None and not Path(f).exists() and Path(f).suffix in (".txt", ".jsonl", ".gz"):
             raise FileNotFoundError(f"{flag} {f}: no such file")
     out = Path(args.out).expanduser().absolute()
@@ -177,17 +192,18 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     _say(f"  loaded FP model ({args.dtype}) and tokenizer ({tok_dir}) in {time.perf_counter() - t:.2f}s")
 
     t = time.perf_counter()
-    calib = load_samples(args.calib, tok, args.num_samples, args.seq_len, args.seed)
+    notice = _short_text_notice("quantize")
+    calib = load_samples(calib_src, tok, args.num_samples, args.seq_len, args.seed, on_short=notice)
     n_tok = sum(int(s.numel()) for s in calib)
-    _say(f"  calibration: {len(calib)} samples, {n_tok:,} tokens from {args.calib} "
+    _say(f"  calibration: {len(calib)} samples, {n_tok:,} tokens from {calib_src} "
          f"(seq-len {args.seq_len}, seed {args.seed}) in {time.perf_counter() - t:.2f}s")
     gptq_calib = None
     if use_gptq:
         t = time.perf_counter()
-        gptq_calib = load_gptq_samples(args.calib, tok, args.gptq_num_samples, args.gptq_seq_len, args.seed,
-                                       gptq_source=args.gptq_calib)
+        gptq_calib = load_gptq_samples(calib_src, tok, args.gptq_num_samples, args.gptq_seq_len, args.seed,
+                                       gptq_source=args.gptq_calib, on_short=notice)
         _say(f"  GPTQ data: {len(gptq_calib)} windows of {args.gptq_seq_len} tokens from "
-             f"{args.gptq_calib or args.calib} in {time.perf_counter() - t:.2f}s")
+             f"{args.gptq_calib or calib_src} in {time.perf_counter() - t:.2f}s")
 
     # ---- quantize ----
     from quamba_edge.quant.recipes import quantize_model
@@ -203,10 +219,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     meta = {
         "model": str(model_dir.resolve()),
-        "calib": str(args.calib), "num_samples": args.num_samples, "seq_len": args.seq_len,
+        # the sample counts actually used (fewer than asked when the text is short)
+        "calib": str(calib_src), "num_samples": len(calib), "seq_len": args.seq_len,
         "seed": args.seed, "gptq": use_gptq,
         "gptq_calib": str(args.gptq_calib) if args.gptq_calib else None,
-        "gptq_num_samples": args.gptq_num_samples if use_gptq else None,
+        "gptq_num_samples": len(gptq_calib) if gptq_calib is not None else None,
         "gptq_seq_len": args.gptq_seq_len if use_gptq else None,
         "fp_dtype": args.dtype, "device": str(device), "quantize_seconds": round(t_quant, 3),
     }
@@ -305,7 +322,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--fp {fp_path} is not the model the artifact was made from "
                              f"(its config differs: {fp_model.config.arch}, d_model {fp_model.config.d_model}, "
                              f"{fp_model.config.n_layer} layers)")
-        samples = load_samples(src, tok, args.num_samples, args.seq_len, args.seed)
+        samples = load_samples(src, tok, args.num_samples, args.seq_len, args.seed,
+                               on_short=_short_text_notice("eval"))
         rows = sqnr_report(fp_model, model, samples, threshold_db=args.threshold)
         result["sqnr"] = {"fp_model": str(fp_path), "source": str(src), "samples": len(samples),
                           "seq_len": args.seq_len, "threshold_db": args.threshold, "rows": rows,
@@ -438,6 +456,23 @@ def _fmt_demo_table(rows: list[dict]) -> str:
     return "\n".join([fmt(head), fmt(["-" * x for x in w])] + [fmt(b) for b in body])
 
 
+# Why the quantized rows are slower than fp16 on ONNX Runtime CPU: every custom `quamba` node runs as a
+# Python PyOp (onnxruntime-extensions) and the quantized graphs have many more of them (fp16 has only its
+# float scans). A user reading the table should not take that for the speed of the method.
+ORT_CPU_NOTE = ("On CPU (ONNX Runtime) the quantized graphs run their custom ops as Python PyOps, so they are "
+                "slower than fp16 here; speed-ups come from the CUDA kernels (torch-cuda, with a GPU) and "
+                "TensorRT plugins (Jetson).")
+
+
+def _demo_notes(rows: list[dict]) -> list[str]:
+    """Notes printed under the demo table (and given as "notes" in --json): today only ORT_CPU_NOTE, when
+    a quantized model ran on ONNX Runtime's CPU provider."""
+    notes = []
+    if any(r["precision"] != "fp16" and r["backend"] == "onnxruntime" and r.get("device") == "cpu" for r in rows):
+        notes.append(ORT_CPU_NOTE)
+    return notes
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
@@ -538,7 +573,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = {
             "model": args.model, "work": str(work), "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
             "perplexity_protocol": {"file": str(eval_text), "windows": p0["windows"], "window": p0["window"]},
-            "backends": backends, "backend_reasons": reasons, "rows": rows, "seconds": round(total, 1),
+            "backends": backends, "backend_reasons": reasons, "rows": rows, "notes": _demo_notes(rows),
+            "seconds": round(total, 1),
         }
         if args.json:
             print(json.dumps(_json_safe(result), indent=2))
@@ -554,6 +590,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      "activations (the fp32 export); the quantized rows keep their int8 / int4 weights")
             _say("")
             _say(_fmt_demo_table(rows))
+            for note in result["notes"]:
+                _say(note)
             _say("")
             _say(f"done in {total:.1f}s" + (f" (work dir {work} kept)" if args.work or args.keep else ""))
     finally:
@@ -583,8 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="FP checkpoint directory or bundled model name")
     p.add_argument("--recipe", required=True, metavar="{quamba,quamba2}", help="quantization recipe")
     p.add_argument("--bits", required=True, metavar="{w8a8,w4a8,w4a16}", help="weight/activation bits")
-    p.add_argument("--calib", required=True, metavar="FILE",
-                   help="calibration text: .txt (blank-line separated documents), .jsonl, or a cached HF dataset")
+    p.add_argument("--calib", metavar="FILE",
+                   help="calibration text: .txt (blank-line separated documents), .jsonl, or a cached HF dataset "
+                        "(default: the bundled quamba_edge/assets/text/calib.txt, ~63k tokens). Text too short "
+                        "for --num-samples / --gptq-num-samples gives fewer samples of the same length, with a "
+                        "note on stderr")
     p.add_argument("--gptq-calib", metavar="FILE", help="separate text for GPTQ (W4; default: --calib)")
     p.add_argument("--num-samples", type=int, default=512, help="calibration samples (default 512)")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sample (default 512)")
@@ -690,6 +731,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_path(args: argparse.Namespace):
+    """The directory a subcommand writes (quantize / export --out), else None."""
+    from pathlib import Path
+
+    out = getattr(args, "out", None) if args.command in ("quantize", "export") else None
+    return Path(out).expanduser().absolute() if out else None
+
+
+def _dir_stamp(path) -> tuple[int, int] | None:
+    """(inode, mtime) of ``path``, or None when it does not exist: the atomic writers rename a complete new
+    directory into place, so an unchanged stamp means nothing was written there."""
+    import os
+
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _interrupted_message(args: argparse.Namespace, out, stamp_before) -> str:
+    """The one line printed on Ctrl-C. Writers build their output in a temp dir beside the target and
+    remove it on any exception (KeyboardInterrupt included), so an interrupted run leaves the target as it
+    was; the stamp check keeps the line true when Ctrl-C lands after the final rename."""
+    msg = f"quamba-edge {args.command}: interrupted"
+    if out is not None:
+        if _dir_stamp(out) == stamp_before:
+            return msg + f"; nothing was written to {out}"
+        return msg + f" after {out} was written"
+    if args.command == "demo":
+        if args.work:
+            return msg + f"; {args.work} keeps the models that were finished"
+        if not args.keep:
+            return msg + "; the temporary work dir was removed"
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -703,12 +783,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from quamba_edge.runtime.backends.base import BackendUnavailableError
 
         user_errors += (BackendUnavailableError,)
+    out = _out_path(args)
+    stamp = _dir_stamp(out)
     try:
         return func(args)
     except user_errors as exc:
         # User errors (bad path, corrupt checkpoint, unsupported config): one clear line, no traceback.
         print(f"quamba-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: one line instead of a traceback, and the shell's code for SIGINT (128 + 2).
+        sys.stdout.flush()
+        lead = "\n" if sys.stderr.isatty() else ""  # off the terminal's "^C" (and a streamed line)
+        print(lead + _interrupted_message(args, out, stamp), file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -204,3 +204,105 @@ def test_quantize_then_eval(capsys, tmp_path, fp_dirs, text_file, tokenizer_dir,
     rows = res["sqnr"]["rows"]
     assert rows and all(isinstance(r["sqnr_db"], (float, str)) for r in rows)
     assert any(r["name"] == "logits" for r in rows)
+
+
+# ---- quantize: short calibration text -----------------------------------------------------------
+
+
+@needs_recipes
+def test_quantize_calib_defaults_to_the_bundled_text(capsys, tmp_path, fp_dirs):
+    out = tmp_path / "art"
+    rc, stdout, err = _run(capsys, "quantize", fp_dirs["mamba1"], "--recipe", "quamba", "--bits", "w8a8",
+                           "--num-samples", 2, "--seq-len", 32, "--out", out, "--device", "cpu")
+    assert rc == 0 and err == "", err  # enough text: no note
+    assert f"calibration: 2 samples, 64 tokens from {TEXT}" in stdout
+    src = json.loads((out / "config.json").read_text())["source"]
+    assert src["calib"] == str(TEXT) and src["num_samples"] == 2
+
+
+@needs_recipes
+def test_quantize_short_text_takes_fewer_samples_and_says_so(capsys, tmp_path, fp_dirs, text_file, tokenizer_dir):
+    """Asking for more than the text holds (the defaults on the bundled calib.txt do) gives fewer samples
+    of the asked length, for the activation and the GPTQ data, each said in one stderr line; the artifact
+    records the counts used."""
+    from quamba_edge.quant.calibration import _token_stream, read_documents
+    from quamba_edge.tokenizer import load_tokenizer
+
+    n = len(_token_stream(read_documents(text_file)[1], load_tokenizer(tokenizer_dir), False))
+    seq = 256
+    k, k_gptq = n // seq, (n - seq // 2) // seq  # the GPTQ grid is shifted by half a window
+    assert 1 <= k_gptq <= k < 512
+    out = tmp_path / "art"
+    rc, stdout, err = _run(capsys, "quantize", fp_dirs["mamba2"], "--recipe", "quamba2", "--bits", "w4a8",
+                           "--calib", text_file, "--seq-len", seq, "--gptq-seq-len", seq,
+                           "--tokenizer", tokenizer_dir, "--out", out, "--device", "cpu")
+    assert rc == 0, err
+    assert err.splitlines() == [
+        f"quamba-edge quantize: calibration text has {n:,} tokens: using {k} samples of {seq} tokens instead "
+        f"of 512 x {seq}",
+        f"quamba-edge quantize: GPTQ text has {n:,} tokens: using {k_gptq} windows of {seq} tokens instead "
+        f"of 128 x {seq}",
+    ]
+    assert f"calibration: {k} samples" in stdout and f"GPTQ data: {k_gptq} windows" in stdout
+    src = json.loads((out / "config.json").read_text())["source"]
+    assert src["num_samples"] == k and src["gptq_num_samples"] == k_gptq
+
+
+def test_quantize_text_shorter_than_one_sample_is_one_line_error(capsys, tmp_path, fp_dirs, text_file):
+    out = tmp_path / "art"
+    rc, stdout, err = _run(capsys, "quantize", fp_dirs["mamba1"], "--recipe", "quamba", "--bits", "w8a8",
+                           "--calib", text_file, "--seq-len", 1_000_000, "--out", out, "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1, err
+    assert lines[0].startswith("quamba-edge quantize: error: calibration source")
+    assert "fewer than one window of 1000000 tokens" in lines[0] and "--seq-len" in lines[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# ---- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def _interrupt(*_a, **_k):
+    raise KeyboardInterrupt
+
+
+@needs_recipes
+@pytest.mark.parametrize("where", ["quantizing", "writing"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_quantize_interrupted_one_line_exit_130_nothing_written(capsys, monkeypatch, tmp_path, fp_dirs, text_file,
+                                                                where, existing):
+    """Ctrl-C while quantizing, or inside the atomic writer after the files are in its temp dir: one line,
+    exit code 130, no target (or the existing one untouched) and no temp dir left beside it."""
+    from quamba_edge.quant import artifact, recipes
+
+    if where == "quantizing":
+        monkeypatch.setattr(recipes, "quantize_model", _interrupt)
+    else:  # after write(tmp), before the rename
+        monkeypatch.setattr(artifact, "apply_umask_permissions", _interrupt)
+    out = tmp_path / "art"
+    if existing:
+        out.mkdir()
+    rc, stdout, err = _run(capsys, "quantize", fp_dirs["mamba1"], "--recipe", "quamba", "--bits", "w8a8",
+                           "--calib", text_file, "--num-samples", 2, "--seq-len", 32, "--out", out,
+                           "--device", "cpu")
+    assert rc == 130
+    assert err.splitlines() == [f"quamba-edge quantize: interrupted; nothing was written to {out}"], err
+    assert "Traceback" not in err + stdout
+    if existing:
+        assert out.is_dir() and list(out.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == (["art"] if existing else [])  # no .art.tmp-* left
+
+
+def test_other_commands_interrupted_one_line_exit_130(capsys, monkeypatch, fp_dirs, text_file, tokenizer_dir):
+    from quamba_edge.quant import evaluate
+
+    monkeypatch.setattr(evaluate, "perplexity", _interrupt)
+    rc, stdout, err = _run(capsys, "eval", fp_dirs["mamba1"], "--ppl", text_file, "--tokenizer", tokenizer_dir,
+                           "--device", "cpu")
+    assert rc == 130 and err.splitlines()[-1] == "quamba-edge eval: interrupted" and "Traceback" not in err
+
+    from quamba_edge.runtime import EdgeModel
+
+    monkeypatch.setattr(EdgeModel, "load", _interrupt)
+    rc, stdout, err = _run(capsys, "generate", fp_dirs["mamba1"], "--prompt", "The")
+    assert rc == 130 and err.splitlines() == ["quamba-edge generate: interrupted"]

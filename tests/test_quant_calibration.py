@@ -95,6 +95,46 @@ def test_txt_too_few_tokens_says_how_many(txt):
         load_samples(txt, CharTok(), num_samples=100, seq_len=64)
 
 
+def test_txt_too_few_tokens_with_on_short_gives_fewer_full_length_samples(txt):
+    """on_short (the CLI's path): as many windows as the text holds, same length, one message."""
+    tok = CharTok()
+    n = len(_stream(tok))
+    seq = 64
+    avail = n // seq
+    assert 1 <= avail < 100
+    msgs: list[str] = []
+    got = load_samples(txt, tok, num_samples=100, seq_len=seq, on_short=msgs.append)
+    assert len(got) == avail and all(s.shape == (1, seq) for s in got)
+    assert msgs == [f"calibration text has {n:,} tokens: using {avail} samples of {seq} tokens instead of "
+                    f"100 x {seq}"]
+    # enough text: no message, the same samples as without on_short
+    msgs.clear()
+    few = load_samples(txt, tok, num_samples=2, seq_len=seq, on_short=msgs.append)
+    assert msgs == [] and all(torch.equal(a, b) for a, b in zip(few, load_samples(txt, tok, 2, seq)))
+    # shorter than ONE sample: an error either way, saying what to change
+    for kw in ({}, {"on_short": msgs.append}):
+        with pytest.raises(ValueError, match=f"has {n} tokens, fewer than one window of {n + 1} tokens.*seq_len"):
+            load_samples(txt, tok, num_samples=1, seq_len=n + 1, **kw)
+    assert msgs == []
+
+
+def test_gptq_and_jsonl_on_short(txt, jsonl):
+    tok = CharTok()
+    n = len(_stream(tok))
+    seq = 64
+    avail = (n - seq // 2) // seq  # the GPTQ grid is shifted by seq_len // 2
+    msgs: list[str] = []
+    got = load_gptq_samples(txt, tok, num_samples=100, seq_len=seq, on_short=msgs.append)
+    assert len(got) == avail and all(s.shape == (1, seq) for s in got)
+    assert msgs == [f"GPTQ text has {n:,} tokens: using {avail} windows of {seq} tokens instead of 100 x {seq}"]
+    with pytest.raises(ValueError, match="window"):
+        load_gptq_samples(txt, tok, num_samples=100, seq_len=seq)
+    msgs.clear()
+    docs = load_samples(jsonl, tok, num_samples=10, seq_len=40, on_short=msgs.append)
+    assert len(docs) == 4 and msgs == ["calibration text has 4 non-empty documents: using 4 samples of <= 40 "
+                                       "tokens instead of 10"]
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_samples(tmp_path / "nope.txt", CharTok(), 1, 8)

@@ -128,3 +128,49 @@ def test_demo_on_a_tiny_model(capsys, root):
         assert r["stats"]["ttft_ms"] > 0 and r["stats"]["peak_memory_mb"] > 0 and r["model_bytes"] > 0
     rc, _, err = _run(capsys, "demo", "--backend", "nope")
     assert rc == 1 and "unknown backend 'nope'" in err
+
+
+def _fake_row(precision: str, backend: str, device: str, tpot: float) -> dict:
+    return {"precision": precision, "backend": backend, "device": device, "backend_reason": f"asked for {backend}",
+            "compute_dtype": "float32", "prompt": "The", "text": " x", "model_bytes": 2**20,
+            "perplexity": {"ppl": 30.0, "windows": 1, "window": 32},
+            "stats": {"ttft_ms": 5.0, "tpot_ms": tpot, "tokens_per_s": 1000 / tpot, "peak_memory_mb": 100.0,
+                      "memory_kind": "peak RSS"}}
+
+
+def test_demo_notes_explain_slow_quantized_rows_on_ort_cpu_only():
+    from quamba_edge.cli import ORT_CPU_NOTE, _demo_notes
+
+    assert "Python PyOps" in ORT_CPU_NOTE and "TensorRT plugins (Jetson)" in ORT_CPU_NOTE
+    ort = [_fake_row("fp16", "onnxruntime", "cpu", 2.0), _fake_row("w8a8", "onnxruntime", "cpu", 5.0)]
+    assert _demo_notes(ort) == [ORT_CPU_NOTE]
+    assert _demo_notes(ort[:1]) == []  # fp16 alone: nothing to explain
+    assert _demo_notes([_fake_row(p, "torch-cuda", "cuda:0", 1.0) for p in ("fp16", "w8a8")]) == []
+    assert _demo_notes([_fake_row(p, "torch", "cpu", 1.0) for p in ("fp16", "w8a8")]) == []
+    assert _demo_notes([_fake_row(p, "onnxruntime", "cuda", 1.0) for p in ("fp16", "w8a8")]) == []
+
+
+@pytest.mark.skipif(not have_recipes(), reason="quantization recipes not available")
+@pytest.mark.parametrize("backend,device", [("onnxruntime", "cpu"), ("torch-cuda", "cuda:0")])
+def test_demo_table_note_under_the_table_and_in_json(capsys, monkeypatch, root, backend, device):
+    """The demo's output around the table, with the export and the per-model measurement faked (cheap):
+    the ONNX Runtime CPU note follows the table (and is in --json "notes") only on that backend."""
+    from quamba_edge import cli
+
+    monkeypatch.setattr(cli, "_export_api", lambda: ((lambda src, out, **kw: Path(out)), None))
+    monkeypatch.setattr(cli, "_demo_measure", lambda path, args, ppl_file, log: _fake_row("x", backend, device, 2.0))
+    model = fp_dir(root, "mamba2", with_tokenizer=True)
+    argv = ["demo", "--model", model, "--bits", "w8a8", "--work", root / f"demo-{backend}", "--num-samples", 2,
+            "--seq-len", 32, "--gptq-num-samples", 2, "--gptq-seq-len", 32, "--backend",
+            "onnxruntime" if backend == "onnxruntime" else "auto"]
+    rc, stdout, err = _run(capsys, *argv)
+    assert rc == 0, err
+    table_end = stdout.index("\nW8A8 ")
+    after = stdout[table_end + 1:].splitlines()[1:]  # the lines after the W8A8 row
+    if backend == "onnxruntime":
+        assert after[0] == cli.ORT_CPU_NOTE
+    else:
+        assert "PyOps" not in stdout and after[0] == ""
+    rc, stdout, err = _run(capsys, *argv, "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["notes"] == ([cli.ORT_CPU_NOTE] if backend == "onnxruntime" else [])

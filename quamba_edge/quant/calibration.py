@@ -24,6 +24,14 @@ GPTQ data (F.4: separate from activation calibration): :func:`load_gptq_samples`
 from it; otherwise it reuses the calibration source with a window grid shifted by ``seq_len // 2`` and
 another seed, so its windows differ from the ones :func:`load_samples` returns (the text may overlap:
 a single small file cannot give truly separate data — pass ``gptq_source`` for that).
+
+Text shorter than asked for (``on_short``): by default both loaders raise ``ValueError`` saying how many
+tokens / documents there are. Given ``on_short`` (the CLI passes one), they instead return as many
+samples as the text holds and call ``on_short(message)`` with one line saying so. The rule keeps the
+sample LENGTH and lowers the COUNT: the activation ranges of an SSM (and GPTQ's Hessian) depend on how
+far into a sequence the state has accumulated, so full-length samples keep the statistics the recipe
+was designed for, while fewer of them only add sampling noise. Text shorter than one sample is still an
+error (shortening the samples would change what is measured; the caller picks a shorter ``seq_len``).
 """
 
 from __future__ import annotations
@@ -32,18 +40,22 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["load_samples", "load_gptq_samples", "read_documents", "GPTQ_SEED_OFFSET"]
+__all__ = ["load_samples", "load_gptq_samples", "read_documents", "GPTQ_SEED_OFFSET", "OnShort"]
 
 #: Added to ``seed`` when GPTQ windows come from the calibration file itself (different windows).
 GPTQ_SEED_OFFSET = 1_000_003
 
 # Tokenize with a progress bar only when there is a lot of text (characters).
 _PROGRESS_MIN_CHARS = 2_000_000
+
+
+#: Receives the one-line message when a loader returns fewer samples than asked (see module docstring).
+OnShort = Callable[[str], None]
 
 
 class _Encoder(Protocol):
@@ -182,14 +194,27 @@ def _token_stream(docs: Sequence[str], tokenizer: _Encoder, progress: bool | Non
 
 
 def _windows(stream: list[int], num_samples: int, seq_len: int, seed: int, offset: int,
-             where: str) -> list[Tensor]:
-    """``num_samples`` disjoint windows on the grid ``offset + k·seq_len``, chosen with ``seed``."""
+             where: str, on_short: OnShort | None = None, label: str = "calibration text",
+             unit: str = "samples") -> list[Tensor]:
+    """``num_samples`` disjoint windows on the grid ``offset + k·seq_len``, chosen with ``seed``.
+
+    ``label`` and ``unit`` word the ``on_short`` message ("calibration text ... using K samples").
+    """
     avail = max(0, (len(stream) - offset) // seq_len)
-    if avail < num_samples:
+    grid = f" (grid offset {offset})" if offset else ""
+    if avail == 0:
         raise ValueError(
-            f"{where} has {len(stream)} tokens: {avail} window(s) of {seq_len} tokens"
-            f"{f' (grid offset {offset})' if offset else ''}, but {num_samples} were asked "
-            f"({num_samples * seq_len} tokens); lower num_samples or seq_len, or use more text")
+            f"{where} has {len(stream)} tokens, fewer than one window of {seq_len} tokens{grid}; "
+            "use a shorter seq_len (on the command line: --seq-len / --gptq-seq-len) or more text")
+    if avail < num_samples:
+        if on_short is None:
+            raise ValueError(
+                f"{where} has {len(stream)} tokens: {avail} window(s) of {seq_len} tokens{grid}, but "
+                f"{num_samples} were asked ({num_samples * seq_len} tokens); lower num_samples or seq_len, "
+                "or use more text")
+        on_short(f"{label} has {len(stream):,} tokens: using {avail} {unit} of {seq_len} tokens instead of "
+                 f"{num_samples} x {seq_len}")
+        num_samples = avail
     g = torch.Generator().manual_seed(int(seed))
     picks = torch.randperm(avail, generator=g)[:num_samples].tolist()
     t = torch.tensor(stream, dtype=torch.long)
@@ -197,7 +222,7 @@ def _windows(stream: list[int], num_samples: int, seq_len: int, seed: int, offse
 
 
 def _per_document(docs: Sequence[str], tokenizer: _Encoder, num_samples: int, seq_len: int,
-                  where: str, progress: bool | None) -> list[Tensor]:
+                  where: str, progress: bool | None, on_short: OnShort | None = None) -> list[Tensor]:
     """The first ``num_samples`` documents (file order) that tokenize to ≥ 1 token, truncated."""
     out: list[Tensor] = []
     it = _progress(docs, "tokenizing", progress)
@@ -209,8 +234,14 @@ def _per_document(docs: Sequence[str], tokenizer: _Encoder, num_samples: int, se
                 break
     if hasattr(it, "close"):
         it.close()
+    if not out:
+        raise ValueError(f"{where} has no document that tokenizes to at least one token")
     if len(out) < num_samples:
-        raise ValueError(f"{where} has only {len(out)} non-empty document(s), {num_samples} were asked")
+        if on_short is None:
+            raise ValueError(f"{where} has only {len(out)} non-empty document(s), {num_samples} were asked")
+        # One sample per document (as upstream), so fewer documents means fewer samples.
+        on_short(f"calibration text has {len(out)} non-empty documents: using {len(out)} samples of "
+                 f"<= {seq_len} tokens instead of {num_samples}")
     return out
 
 
@@ -223,28 +254,33 @@ def _check_sizes(num_samples: int, seq_len: int) -> None:
 
 
 def load_samples(source: str | Path, tokenizer: _Encoder, num_samples: int, seq_len: int,
-                 seed: int = 0, *, progress: bool | None = None) -> list[Tensor]:
+                 seed: int = 0, *, progress: bool | None = None,
+                 on_short: OnShort | None = None) -> list[Tensor]:
     """Calibration samples (module docstring): ``num_samples`` long tensors ``[1, l]``, ``l <= seq_len``.
 
     ``progress`` None shows a tqdm bar for large inputs only. Deterministic for a given
-    ``(source, tokenizer, num_samples, seq_len, seed)``.
+    ``(source, tokenizer, num_samples, seq_len, seed)``. Text too short for ``num_samples`` samples
+    raises ``ValueError``, unless ``on_short`` is given: then fewer samples (of the same length) are
+    returned and ``on_short`` gets one line saying so. Text shorter than one sample always raises.
     """
     _check_sizes(num_samples, seq_len)
     kind, docs = read_documents(source)
     where = f"calibration source {str(source)!r}"
     if kind == "txt":
-        return _windows(_token_stream(docs, tokenizer, progress), num_samples, seq_len, seed, 0, where)
-    return _per_document(docs, tokenizer, num_samples, seq_len, where, progress)
+        return _windows(_token_stream(docs, tokenizer, progress), num_samples, seq_len, seed, 0, where,
+                        on_short, label="calibration text", unit="samples")
+    return _per_document(docs, tokenizer, num_samples, seq_len, where, progress, on_short)
 
 
 def load_gptq_samples(calib_source: str | Path, tokenizer: _Encoder, num_samples: int = 128,
                       seq_len: int = 1024, seed: int = 0, *, gptq_source: str | Path | None = None,
-                      progress: bool | None = None) -> list[Tensor]:
+                      progress: bool | None = None, on_short: OnShort | None = None) -> list[Tensor]:
     """GPTQ samples (spec C.8, F.4): ``num_samples`` packed windows of exactly ``seq_len`` tokens.
 
     With ``gptq_source`` the windows come from it (grid offset 0, ``seed``). Without it they come from
     ``calib_source`` on a grid shifted by ``seq_len // 2`` and seed ``seed + GPTQ_SEED_OFFSET``, so they
-    are not the windows :func:`load_samples` picks from the same file.
+    are not the windows :func:`load_samples` picks from the same file. ``on_short`` as in
+    :func:`load_samples` (fewer windows of the same length).
     """
     _check_sizes(num_samples, seq_len)
     if gptq_source is not None:
@@ -253,4 +289,4 @@ def load_gptq_samples(calib_source: str | Path, tokenizer: _Encoder, num_samples
         src, offset, s = calib_source, seq_len // 2, seed + GPTQ_SEED_OFFSET
     _, docs = read_documents(src)
     return _windows(_token_stream(docs, tokenizer, progress), num_samples, seq_len, s, offset,
-                    f"GPTQ source {str(src)!r}")
+                    f"GPTQ source {str(src)!r}", on_short, label="GPTQ text", unit="windows")
