@@ -733,8 +733,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _out_path(args: argparse.Namespace):
     """The directory a subcommand writes (quantize / export --out), else None."""
-    from pathlib import Path
-
     out = getattr(args, "out", None) if args.command in ("quantize", "export") else None
     return Path(out).expanduser().absolute() if out else None
 
