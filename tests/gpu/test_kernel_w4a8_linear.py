@@ -67,7 +67,7 @@ xs = torch.ones((), device=dev)
 yf = torch.empty(2, 8, device=dev)
 bad = [
     (x, xs, w, sg.float(), sc, 128, None, None, yf),                                  # s_group not fp16
-    (x, xs, w, torch.ones(8, 2, dtype=torch.float16, device=dev), sc, 32, None, None, yf),  # s_group columns
+    (x, xs, w, torch.ones(8, 3, dtype=torch.float16, device=dev), sc, 32, None, None, yf),  # s_group columns
     (x[:, :48].contiguous(), xs, w[:, :24].contiguous(), sg, sc, 128, None, None, yf),       # K % 32 != 0
     (x, xs, w, torch.ones(8, 4, dtype=torch.float16, device=dev), sc, 16, None, None, yf),  # group 16
     (x, xs, w, sg, sc, 128, None, None, torch.empty(2, 8, dtype=torch.int8, device=dev)),  # int8 y, no out_scale

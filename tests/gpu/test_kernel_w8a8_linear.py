@@ -32,7 +32,8 @@ def _check(kernels, x, xs, w, ws, b, y_dtype, *, per_row_out=True):
     (y,) = run_poisoned(lambda y: kernels.w8a8_linear(x, xs, w, ws, b, os, y), [((m, n), y_dtype)])
     if y_dtype == torch.int8:
         ref = ref_linear(x, xs, w, ws if ws.numel() > 1 else ws[0], b, os if os.numel() > 1 else os[0])
-        assert int((ref == 127).sum() + (ref == -128).sum()) > 0, "test inputs should make some outputs clamp"
+        if ref.numel() >= 2000:
+            assert int((ref == 127).sum() + (ref == -128).sum()) > 0, "test inputs should make some outputs clamp"
     else:
         ref = y_ref_f.to(y_dtype)
     assert torch.equal(y, ref), f"{int((y != ref).sum())} of {y.numel()} elements differ"
