@@ -1,8 +1,8 @@
 // W4A16Linear: int4 weights with fp16 group scales x fp16 activations, on fp16 tensor cores.
 // Contract: quamba_edge/ops/w4a16_linear.py (see quamba_kernels/w4a16_linear.h).
 //
-// Tensor-core GEMV (linear_common.cuh): per k-step of 128, lane (g, t) loads 16 bytes (32 codes) of weight rows
-// g and g + 8 at K offset 32 t and their group scales; the codes become fp16 and meet the lane's 32 activations
+// Tensor-core GEMV (gemv_kernel in linear_common.cuh): per k-step of 128, lane (g, t) streams 16 bytes (32 codes)
+// of weight rows g and g + 8 at K offset 32 t and loads their group scales; the codes become fp16 and meet the lane's 32 activations
 // (fp16, read through L1) in eight m16n8k16 mmas with fp32 accumulation.
 //   group_size % 128 == 0 (or one group per row): a k-step is one group, so the codes enter the mma as exact
 //     (c - 8) and each step's partial sum is scaled in fp32 (the reference's product up to summation order);
@@ -21,30 +21,27 @@ template <bool kStepGroups>  // true: a k-step lies in one group (group_size % 1
 struct W4A16 {
   using Params = QuambaW4A16LinearParams;
   using Acc = float;
-  static constexpr int kStepK = 128;  // 4 lanes x 32 codes = one group
+  static constexpr int kStepK = 128;  // 4 lanes x 32 codes
+  struct Side {
+    uint32_t s;  // group scales (fp16 bits) of rows g (low half) and g + 8 (high half)
+  };
   template <int NT>
-  static constexpr int depth = NT == 1 ? 3 : 2;
-  template <int NT>
-  struct Stage {
-    uint4 wa, wb;     // 32 codes of weight rows g and g + 8
-    uint16_t sa, sb;  // the step's group scale of each row (fp16 bits)
+  struct X {
+    uint4 v[NT][4];  // 32 fp16 activations of token rows g (+ 8)
   };
 
-  const uint8_t* w0;
-  const uint8_t* w1;
-  const uint16_t* s0;
-  const uint16_t* s1;
+  const uint8_t* w;
+  const uint16_t* sc;
+  int64_t ldw, lds;
   const uint16_t* xr[2];
-  bool in0, in1, tin[2];
-  int k0, k, group_size;
+  bool tin[2];
+  int n, k, k0;
+  uint32_t group_magic;  // floor(kk / group_size) = umulhi(kk, group_magic) for kk < 2^16
 
   template <int NT>
   __device__ __forceinline__ W4A16(const Params& p, const GemvLane<NT>& ln)
-      : in0(ln.in0), in1(ln.in1), k0(32 * ln.t), k(p.k), group_size(p.group_size >= p.k ? p.k : p.group_size) {
-    w0 = p.qweight + static_cast<int64_t>(ln.in0 ? ln.row0 : 0) * p.w_row_stride + k0 / 2;
-    w1 = p.qweight + static_cast<int64_t>(ln.in1 ? ln.row1 : 0) * p.w_row_stride + k0 / 2;
-    s0 = p.scale + static_cast<int64_t>(ln.in0 ? ln.row0 : 0) * p.scale_row_stride;
-    s1 = p.scale + static_cast<int64_t>(ln.in1 ? ln.row1 : 0) * p.scale_row_stride;
+      : w(p.qweight), sc(p.scale), ldw(p.w_row_stride), lds(p.scale_row_stride), n(p.n), k(p.k), k0(32 * ln.t),
+        group_magic(div_magic(static_cast<uint32_t>(p.group_size >= p.k ? p.k : p.group_size))) {
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       tin[nt] = ln.tin[nt];
@@ -52,32 +49,44 @@ struct W4A16 {
     }
   }
 
-  // Step groups: the scale is the step's (every lane of a quad shares the mma's sums, so all four need it, also
-  // a lane whose own chunk lies past K); else the lane's own chunk's. Out-of-range chunks load zero codes
-  // against zero activations.
-  template <int NT>
-  __device__ __forceinline__ void load(Stage<NT>& st, int s, bool in_range) const {
-    const bool kin = in_range && s * kStepK + k0 < k;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    const int grp = !in_range ? 0 : (kStepGroups ? s * kStepK : (kin ? s * kStepK + k0 : 0)) / group_size;
-    st.wa = kin && in0 ? ld_stream(w0 + s * (kStepK / 2)) : zero;
-    st.wb = kin && in1 ? ld_stream(w1 + s * (kStepK / 2)) : zero;
-    st.sa = in_range && in0 ? __ldg(s0 + grp) : 0;
-    st.sb = in_range && in1 ? __ldg(s1 + grp) : 0;
+  // Step groups: the scale is the step's (the four lanes of a quad share the mma's sums, so all need it, also a
+  // lane whose own chunk lies past K); else the lane's own chunk's. Out-of-range chunks copy zero codes, which
+  // meet zero activations.
+  __device__ __forceinline__ void issue(int row0, int step, bool valid, uint4* dst0, uint4* dst1, Side& side) const {
+    const int kk = step * kStepK + k0;
+    const bool ok = valid && kk < k;
+    const bool ok0 = ok && row0 < n, ok1 = ok && row0 + 8 < n;
+    cp_async16(dst0, w + (ok0 ? row0 * ldw + kk / 2 : 0), ok0);
+    cp_async16(dst1, w + (ok1 ? (row0 + 8) * ldw + kk / 2 : 0), ok1);
+    const bool sv0 = valid && row0 < n, sv1 = valid && row0 + 8 < n;
+    const uint32_t kg = kStepGroups ? static_cast<uint32_t>(step * kStepK) : static_cast<uint32_t>(ok ? kk : 0);
+    const uint32_t grp = valid ? __umulhi(kg, group_magic) : 0u;
+    const uint32_t s0 = sv0 ? __ldg(sc + row0 * lds + grp) : 0u, s1 = sv1 ? __ldg(sc + (row0 + 8) * lds + grp) : 0u;
+    side.s = s0 | (s1 << 16);
   }
 
   template <int NT>
-  __device__ __forceinline__ void compute(const Stage<NT>& st, float (&acc)[NT][4], int s, bool in_range) const {
-    if (!in_range) return;  // a step of another warp: its activations may be loaded, its weights are not
-    const bool kin = s * kStepK + k0 < k;
+  __device__ __forceinline__ void load_x(int step, bool valid, X<NT>& x) const {
+    const int off = step * kStepK;
+    const bool ok = valid && off + k0 < k;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) x.v[nt][q] = ok && tin[nt] ? ld_cached(xr[nt] + off + 8 * q) : make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  template <int NT>
+  __device__ __forceinline__ void compute(uint4 w0, uint4 w1, const Side& side, const X<NT>& x,
+                                          float (&acc)[NT][4]) const {
     float part[NT][4] = {};
     float(&sum)[NT][4] = kStepGroups ? part : acc;  // prescaled codes accumulate straight into acc
-    const uint32_t sa2 = static_cast<uint32_t>(st.sa) * 0x10001u, sb2 = static_cast<uint32_t>(st.sb) * 0x10001u;
+    const uint32_t sa2 = (side.s & 0xFFFFu) * 0x10001u, sb2 = (side.s >> 16) * 0x10001u;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {  // packed word j = codes 8j .. 8j + 7 of each row's chunk
       uint32_t ha[4], hb[4];
-      w4_to_f16(word(st.wa, j), ha);  // {c0,c4} {c1,c5} {c2,c6} {c3,c7}
-      w4_to_f16(word(st.wb, j), hb);
+      w4_to_f16(word(w0, j), ha);  // {c0,c4} {c1,c5} {c2,c6} {c3,c7}
+      w4_to_f16(word(w1, j), hb);
       if (!kStepGroups) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -89,14 +98,14 @@ struct W4A16 {
       const uint32_t a1[4] = {ha[2], hb[2], ha[3], hb[3]};
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        const uint4 xv = kin && tin[nt] ? ld_cached(xr[nt] + s * kStepK + 8 * j) : make_uint4(0, 0, 0, 0);
+        const uint4& xv = x.v[nt][j];
         // activation pairs in the codes' order: {x0,x4} {x1,x5} {x2,x6} {x3,x7}
         mma_f16(sum[nt], a0, prmt(xv.x, xv.z, 0x5410), prmt(xv.x, xv.z, 0x7632));
         mma_f16(sum[nt], a1, prmt(xv.y, xv.w, 0x5410), prmt(xv.y, xv.w, 0x7632));
       }
     }
     if (!kStepGroups) return;
-    const float sa = f16_bits_to_f32(st.sa), sb = f16_bits_to_f32(st.sb);
+    const float sa = f16_bits_to_f32(static_cast<uint16_t>(side.s)), sb = f16_bits_to_f32(static_cast<uint16_t>(side.s >> 16));
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {  // C fragment: registers 0, 1 are row g, 2, 3 row g + 8
       acc[nt][0] = fmaf(part[nt][0], sa, acc[nt][0]);

@@ -1,8 +1,8 @@
 // W8A8Linear: y = epilogue(x_q @ w_q^T) with exact int32 accumulation.
 // Contract: quamba_edge/ops/w8a8_linear.py (see quamba_kernels/w8a8_linear.h).
 //
-// Tensor-core GEMV (the scheme of linear_common.cuh): per k-step of 64, lane (g, t) loads 16 weight bytes of
-// rows g and g + 8 at K offset 16 t and 16 activation bytes of token row g at the same offset; two
+// Tensor-core GEMV (gemv_kernel in linear_common.cuh): per k-step of 64, lane (g, t) streams 16 weight bytes of
+// rows g and g + 8 at K offset 16 t and reads 16 activation bytes of token row g at the same offset; two
 // m16n8k32 mmas consume them. Exact int32 sums, so the int8 / fp32 outputs equal the reference bit for bit.
 // K % 16 != 0 or rows not 16-byte aligned (small layers such as a tiny model's dt_proj): the same kernel
 // gathers each chunk byte by byte, zero past K.
@@ -25,32 +25,26 @@ __device__ __forceinline__ uint4 ld_bytes(const int8_t* p, int valid) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-template <bool kVec>  // 16-byte vector loads (K % 16 == 0, aligned rows) or byte-wise gathers
+template <bool kVec>  // 16-byte copies (K % 16 == 0, aligned rows) or byte-wise gathers
 struct W8A8 {
   using Params = QuambaW8A8LinearParams;
   using Acc = int;
   static constexpr int kStepK = 64;  // 4 lanes x 16 bytes
-  // k-steps in flight per warp (3 for two token tiles: 4 would spill under the 2-blocks-per-SM cap)
+  struct Side {};
   template <int NT>
-  static constexpr int depth = NT == 1 ? 4 : 3;
-  template <int NT>
-  struct Stage {
-    uint4 wa, wb;  // weight rows g and g + 8
-    uint4 x[NT];   // token rows g (+ 8)
+  struct X {
+    uint4 v[NT];  // token rows g (+ 8)
   };
 
-  const int8_t* w0;
-  const int8_t* w1;
+  const int8_t* w;
+  int64_t ldw;
   const int8_t* xr[2];
-  bool in0, in1, tin[2];
-  int k0;  // this lane's K offset inside a k-step
-  int k;
+  bool tin[2];
+  int n, k, k0;  // k0: this lane's K offset inside a k-step
 
   template <int NT>
   __device__ __forceinline__ W8A8(const Params& p, const GemvLane<NT>& ln)
-      : in0(ln.in0), in1(ln.in1), k0(16 * ln.t), k(p.k) {
-    w0 = p.w + static_cast<int64_t>(ln.in0 ? ln.row0 : 0) * p.w_row_stride + k0;
-    w1 = p.w + static_cast<int64_t>(ln.in1 ? ln.row1 : 0) * p.w_row_stride + k0;
+      : w(p.w), ldw(p.w_row_stride), n(p.n), k(p.k), k0(16 * ln.t) {
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       tin[nt] = ln.tin[nt];
@@ -58,32 +52,42 @@ struct W8A8 {
     }
   }
 
-  template <int NT>
-  __device__ __forceinline__ void load(Stage<NT>& st, int s, bool in_range) const {
-    const bool kin = in_range && s * kStepK + k0 < k;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
+  __device__ __forceinline__ void issue(int row0, int step, bool valid, uint4* dst0, uint4* dst1, Side&) const {
+    const int kk = step * kStepK + k0;
+    const bool ok = valid && kk < k;
+    const bool ok0 = ok && row0 < n, ok1 = ok && row0 + 8 < n;
+    const int8_t* src0 = w + (ok0 ? row0 * ldw + kk : 0);
+    const int8_t* src1 = w + (ok1 ? (row0 + 8) * ldw + kk : 0);
     if (kVec) {
-      st.wa = kin && in0 ? ld_stream(w0 + s * kStepK) : zero;
-      st.wb = kin && in1 ? ld_stream(w1 + s * kStepK) : zero;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) st.x[nt] = kin && tin[nt] ? ld_cached(xr[nt] + s * kStepK) : zero;
-    } else {
-      const int valid = kin ? k - (s * kStepK + k0) : 0;
-      st.wa = in0 ? ld_bytes(w0 + s * kStepK, valid) : zero;
-      st.wb = in1 ? ld_bytes(w1 + s * kStepK, valid) : zero;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) st.x[nt] = tin[nt] ? ld_bytes(xr[nt] + s * kStepK, valid) : zero;
+      cp_async16(dst0, src0, ok0);
+      cp_async16(dst1, src1, ok1);
+    } else {  // a plain store: read back by this thread only, after it
+      *dst0 = ok0 ? ld_bytes(src0, k - kk) : make_uint4(0, 0, 0, 0);
+      *dst1 = ok1 ? ld_bytes(src1, k - kk) : make_uint4(0, 0, 0, 0);
     }
   }
 
   template <int NT>
-  __device__ __forceinline__ void compute(const Stage<NT>& st, int (&acc)[NT][4], int /*s*/,
-                                          bool /*in_range: zero stages add zeros*/) const {
+  __device__ __forceinline__ void load_x(int step, bool valid, X<NT>& x) const {
+    const int off = step * kStepK;
+    const bool ok = valid && off + k0 < k;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (kVec) {
+        x.v[nt] = ok && tin[nt] ? ld_cached(xr[nt] + off) : make_uint4(0, 0, 0, 0);
+      } else {
+        x.v[nt] = ok && tin[nt] ? ld_bytes(xr[nt] + off, k - off - k0) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+
+  template <int NT>
+  __device__ __forceinline__ void compute(uint4 w0, uint4 w1, const Side&, const X<NT>& x, int (&acc)[NT][4]) const {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      const uint32_t a[4] = {word(st.wa, 2 * j), word(st.wb, 2 * j), word(st.wa, 2 * j + 1), word(st.wb, 2 * j + 1)};
+      const uint32_t a[4] = {word(w0, 2 * j), word(w1, 2 * j), word(w0, 2 * j + 1), word(w1, 2 * j + 1)};
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) mma_s8(acc[nt], a, word(st.x[nt], 2 * j), word(st.x[nt], 2 * j + 1));
+      for (int nt = 0; nt < NT; ++nt) mma_s8(acc[nt], a, word(x.v[nt], 2 * j), word(x.v[nt], 2 * j + 1));
     }
   }
 

@@ -10,11 +10,13 @@
 // contiguous chunk into the fragment slots the PTX layout assigns to it: the weights need no repacking and
 // every weight byte is read exactly once, with 16-byte loads, coalesced per 4 lanes.
 // The K range is split over the warps of a block (no atomics: the int32 partial sums are added in shared
-// memory, exact in any order), and each warp keeps DEPTH k-steps of weight loads in flight.
+// memory, exact in any order); the weights stream through cp.async rings in shared memory (gemv_kernel).
 #pragma once
 
 #include <cuda_fp16.h>
 #include <stdint.h>
+
+#include <atomic>
 
 #include "quamba_kernels/common.cuh"
 
@@ -103,11 +105,15 @@ __device__ __forceinline__ Lut16 w4a8_lut(uint16_t s_bits) {
   // (c - 8) for c = 0..15 as fp16 pairs {c, c + 1}: -8 -7 | -6 -5 | -4 -3 | -2 -1 | 0 1 | 2 3 | 4 5 | 6 7
   constexpr uint32_t kPairs[8] = {0xC700C800u, 0xC500C600u, 0xC200C400u, 0xBC00C000u,
                                   0x3C000000u, 0x42004000u, 0x45004400u, 0x47004600u};
+  // |s| <= 18.125: only c = 0 (value -8) can leave [-128.5, 127.5) (7 * 18.125 = 126.875), so only the first
+  // pair needs the clamp; larger scales (not produced by the quantizer, but legal inputs) clamp every entry.
+  const bool small = (s_bits & 0x7FFFu) <= 0x4C88u;  // 18.125
   uint32_t q[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    const __half2 p = __hmul2(as_h2(kPairs[i]), s);
-    q[i] = h2_bits(__hadd2(__hmin2(__hmax2(p, lo), hi), magic));
+    __half2 p = __hmul2(as_h2(kPairs[i]), s);
+    if (i == 0 || !small) p = __hmin2(__hmax2(p, lo), hi);
+    q[i] = h2_bits(__hadd2(p, magic));
   }
   Lut16 t;
   t.lo0 = prmt(q[0], q[1], 0x6420);
@@ -136,12 +142,6 @@ __device__ __forceinline__ void w4_to_f16(uint32_t w, uint32_t (&h)[4]) {
   h[1] = h2_bits(__hsub2(as_h2(lop3_and_or(w >> 4, 0x000F000Fu, 0x64006400u)), bias));
   h[2] = h2_bits(__hsub2(as_h2(lop3_and_or(w >> 8, 0x000F000Fu, 0x64006400u)), bias));
   h[3] = h2_bits(__hsub2(as_h2(lop3_and_or(w >> 12, 0x000F000Fu, 0x64006400u)), bias));
-}
-
-// The K range of warp `w` of `kWarps`: k-steps [begin, end) of `steps` (balanced contiguous slices).
-__device__ __forceinline__ void warp_steps(int steps, int w, int& begin, int& end) {
-  begin = static_cast<int>((static_cast<int64_t>(steps) * w) / kWarps);
-  end = static_cast<int>((static_cast<int64_t>(steps) * (w + 1)) / kWarps);
 }
 
 // Split-K reduction: every warp's C fragments (NT n8 tiles x 4 registers per lane) -> shared memory
@@ -192,86 +192,177 @@ __device__ __forceinline__ float int_epilogue(int acc, float x_scale, float w_sc
   return y;
 }
 
-// Where a lane of a GEMV block works: weight rows g and g + 8 of the tile (valid flags), token rows g (+ 8 per
-// extra n8 tile) of the block's token tile, and this warp's slice of the k-steps.
+// ---- the GEMV kernel shared by the three formats -------------------------------------------------------
+//
+// Work: row tiles of 16 output features x the K range; a block owns one token tile (blockIdx.y) and a strided
+// set of row tiles (blockIdx.x, + gridDim.x, ...: persistent blocks, one resident wave); its 8 warps split K
+// into equal slices of k-steps (the last warps may get padding steps that load zeros and skip the math), and
+// every warp walks the same sequence of (tile, step) units, so tile boundaries are block-uniform points where
+// the partial sums are added in shared memory and the epilogue runs.
+// Weights: each lane copies its two 16-byte chunks of a unit with cp.async into a private ring of kDepth
+// stages in shared memory (bytes in flight cost no registers, and the ring keeps streaming across tiles);
+// per-unit side data (group scales) rides in a register ring; activations are read through L1 one unit ahead.
+
+constexpr int kDepth = 6;  // units of weight bytes in flight per warp (6 KB): a small layer's whole slice
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; zero-filled (nothing read) when !valid.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// floor(v / d) for 0 <= v < 2^16 and 1 <= d <= 2^16 with magic = ceil(2^32 / d) (exact in that range:
+// the error term magic * d - 2^32 < d, times v < 2^16, stays below 2^32).
+__host__ __device__ __forceinline__ uint32_t div_magic(uint32_t d) {
+  return static_cast<uint32_t>(((1ull << 32) + d - 1) / d);
+}
+
+// A lane's place: g = lane / 4 picks weight rows g and g + 8 of a tile and token rows g (+ 8) of the block's
+// token tile; t = lane % 4 its chunk of a k-step.
 template <int NT>
 struct GemvLane {
   int lane, warp, g, t;
-  int row0, row1;  // output features of weight rows g and g + 8
-  bool in0, in1;
-  int64_t tok0;    // first token row of the block
   int64_t tok[NT];
   bool tin[NT];
 
-  __device__ __forceinline__ GemvLane(int64_t m, int n) {
+  __device__ __forceinline__ explicit GemvLane(int64_t m) {
     lane = threadIdx.x & 31;
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-    row0 = blockIdx.x * kTileRows + g;
-    row1 = row0 + 8;
-    in0 = row0 < n;
-    in1 = row1 < n;
-    tok0 = static_cast<int64_t>(blockIdx.y) * 8 * NT;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      tok[nt] = tok0 + nt * 8 + g;
+      tok[nt] = static_cast<int64_t>(blockIdx.y) * 8 * NT + nt * 8 + g;
       tin[nt] = tok[nt] < m;
     }
   }
 };
 
-// The GEMV kernel shared by the three formats. A format F provides
-//   using Params; using Acc (int or float); static constexpr int kStepK (K per k-step);
-//   template <int NT> struct Stage (registers of one k-step) and static constexpr int depth<NT>;
-//   __device__ F(const Params&, const GemvLane<NT>&)            per-lane pointers;
-//   __device__ void load(Stage<NT>&, int step, bool in_range)    issue one k-step's loads (zeros when out of range);
-//   __device__ void compute(const Stage<NT>&, Acc (&acc)[NT][4], int step, bool in_range);
-//   __device__ static void store(const Params&, Acc sum, int row, int64_t token)   the epilogue of one output.
-// Each warp keeps depth<NT> k-steps of loads in flight: stage d is consumed, then refilled with step + depth.
+// A format F provides
+//   using Params; using Acc (int / float); static constexpr int kStepK (K per k-step);
+//   struct Side (register data of one unit, e.g. group scales); template <int NT> struct X (activations);
+//   __device__ F(const Params&, const GemvLane<NT>&);
+//   __device__ void issue(int row0, int step, bool valid, uint4* dst0, uint4* dst1, Side&) const
+//       cp.async this lane's 16 bytes of weight rows row0 and row0 + 8 at `step` (zeros when !valid or past N);
+//   __device__ void load_x(int step, bool valid, X<NT>&) const;
+//   __device__ void compute(uint4 w0, uint4 w1, const Side&, const X<NT>&, Acc (&acc)[NT][4]) const;
+//   __device__ static void store(const Params&, Acc sum, int row, int64_t token)   one output's epilogue.
 template <class F, int NT>
 __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(const typename F::Params p) {
   using Acc = typename F::Acc;
-  constexpr int D = F::template depth<NT>;
-  __shared__ SplitK<Acc, NT> red;
-  const GemvLane<NT> ln(p.m, p.n);
-  F f(p, ln);
-  int s_begin, s_end;
-  warp_steps(ceil_div(p.k, F::kStepK), ln.warp, s_begin, s_end);
-  typename F::template Stage<NT> st[D];
+  extern __shared__ uint4 smem[];
+  uint4* ring = smem + (threadIdx.x >> 5) * (kDepth * 64);  // this warp's [kDepth][2][32] chunks
+  auto* red = reinterpret_cast<SplitK<Acc, NT>*>(smem + kWarps * kDepth * 64);
+  const GemvLane<NT> ln(p.m);
+  const F f(p, ln);
+  const int tiles = ceil_div(p.n, kTileRows);
+  const int per_warp = ceil_div(ceil_div(p.k, F::kStepK), kWarps);  // k-steps per warp (uniform)
+  const int steps = ceil_div(p.k, F::kStepK);
+  const int step0 = ln.warp * per_warp;
+
+  // issue side (runs kDepth units ahead of the compute side)
+  int tile_i = blockIdx.x, j_i = 0;
+  typename F::Side side[kDepth];
+  auto issue_next = [&](int d) {
+    const bool live = tile_i < tiles;
+    const int step = step0 + j_i;
+    f.issue(tile_i * kTileRows + ln.g, step, live && step < steps, ring + d * 64 + ln.lane,
+            ring + d * 64 + 32 + ln.lane, side[d]);
+    cp_async_commit();
+    if (++j_i == per_warp) {
+      j_i = 0;
+      tile_i += gridDim.x;
+    }
+  };
 #pragma unroll
-  for (int d = 0; d < D; ++d) f.load(st[d], s_begin + d, s_begin + d < s_end);
+  for (int d = 0; d < kDepth; ++d) issue_next(d);
+
+  int tile_c = blockIdx.x, j_c = 0;
+  typename F::template X<NT> x;
+  f.load_x(step0, step0 < steps, x);
   Acc acc[NT][4] = {};
-  for (int s = s_begin; s < s_end; s += D) {
+  while (tile_c < tiles) {
 #pragma unroll
-    for (int d = 0; d < D; ++d) {
-      f.compute(st[d], acc, s + d, s + d < s_end);
-      f.load(st[d], s + d + D, s + d + D < s_end);
+    for (int d = 0; d < kDepth; ++d) {
+      if (tile_c < tiles) {  // block-uniform: every warp walks the same units
+        cp_async_wait<kDepth - 1>();
+        const uint4 w0 = ring[d * 64 + ln.lane], w1 = ring[d * 64 + 32 + ln.lane];
+        const typename F::template X<NT> xc = x;
+        const int step = step0 + j_c;
+        const int jn = j_c + 1 == per_warp ? 0 : j_c + 1;  // the next unit's step: load its activations now
+        f.load_x(step0 + jn, step0 + jn < steps, x);
+        if (step < steps) f.compute(w0, w1, side[d], xc, acc);
+        issue_next(d);  // refill this stage (its chunks are in registers and used above)
+        if (++j_c == per_warp) {  // tile done: add the warps' partial sums, epilogue
+          red->put(ln.warp, ln.lane, acc);
+          __syncthreads();
+          int r, nn;
+          Acc sum;
+          if (red->get(threadIdx.x, r, nn, sum)) {
+            const int row = tile_c * kTileRows + r;
+            const int64_t token = static_cast<int64_t>(blockIdx.y) * 8 * NT + nn;
+            if (row < p.n && token < p.m) F::store(p, sum, row, token);
+          }
+          __syncthreads();
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[nt][i] = Acc(0);
+          }
+          j_c = 0;
+          tile_c += gridDim.x;
+        }
+      }
     }
   }
-  red.put(ln.warp, ln.lane, acc);
-  __syncthreads();
-  int r, nn;
-  Acc sum;
-  if (!red.get(threadIdx.x, r, nn, sum)) return;
-  const int row = blockIdx.x * kTileRows + r;
-  const int64_t token = ln.tok0 + nn;
-  if (row < p.n && token < p.m) F::store(p, sum, row, token);
+  cp_async_wait<0>();  // no copy may outlive the block
 }
 
-// Launch F's GEMV for p.m token rows: one n8 token tile per block up to 8 rows, else two.
+template <int NT, class Acc>
+constexpr size_t gemv_smem() {
+  return sizeof(uint4) * kWarps * kDepth * 64 + sizeof(SplitK<Acc, NT>);
+}
+
+// Launch F's GEMV for p.m token rows: one n8 token tile per block up to 8 rows, else two; as many persistent
+// blocks as fit in one wave (occupancy x SMs, queried once per device and variant).
+template <class F, int NT>
+cudaError_t launch_gemv_nt(const typename F::Params& p, cudaStream_t stream) {
+  auto kernel = gemv_kernel<F, NT>;
+  constexpr size_t smem = gemv_smem<NT, typename F::Acc>();
+  static std::atomic<int> resident[64];  // per device; 0 = not queried yet
+  int dev = 0, fit = 0;
+  QUAMBA_CUDA_TRY(cudaGetDevice(&dev));
+  std::atomic<int>* slot = dev < 64 ? &resident[dev] : nullptr;
+  if (slot) fit = slot->load(std::memory_order_relaxed);
+  if (fit <= 0) {
+    int sms = 0, per_sm = 0;
+    QUAMBA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    QUAMBA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    QUAMBA_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    fit = per_sm * sms > 0 ? per_sm * sms : 1;
+    if (slot) slot->store(fit, std::memory_order_relaxed);
+  }
+  const int tiles = ceil_div(p.n, kTileRows);
+  const int64_t ytiles = ceil_div<int64_t>(p.m, 8 * NT);
+  if (ytiles > 65535) return cudaErrorInvalidValue;
+  const int64_t per_y = fit / ytiles > 1 ? fit / ytiles : 1;
+  const dim3 grid(static_cast<unsigned>(tiles < per_y ? tiles : per_y), static_cast<unsigned>(ytiles));
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <class F>
 cudaError_t launch_gemv(const typename F::Params& p, cudaStream_t stream) {
-  const int nt = p.m <= 8 ? 1 : 2;
-  const dim3 grid(static_cast<unsigned>(ceil_div(p.n, kTileRows)),
-                  static_cast<unsigned>(ceil_div<int64_t>(p.m, 8 * nt)));
-  if (grid.y > 65535) return cudaErrorInvalidValue;
-  if (nt == 1) {
-    gemv_kernel<F, 1><<<grid, kThreads, 0, stream>>>(p);
-  } else {
-    gemv_kernel<F, 2><<<grid, kThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  return p.m <= 8 ? launch_gemv_nt<F, 1>(p, stream) : launch_gemv_nt<F, 2>(p, stream);
 }
 
 // Host side: a pointer and row stride (bytes) fit for the 16-byte vector loads.
