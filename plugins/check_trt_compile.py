@@ -19,7 +19,7 @@ listed in $QUAMBA_TRT_HEADERS, separated by ':'), this
    version, namespace "quamba" and fields.
 
 Objects are cached under --out by a hash of their command line and inputs, so a re-run (or the CPU test
-tests/test_trt_plugins.py, which reuses them) only recompiles what changed. A missing header set, nvcc or
+tests/test_trt_plugins_cpu.py, which reuses them) only recompiles what changed. A missing header set, nvcc or
 libcudart is a failure (exit 2), not a skip.
 """
 

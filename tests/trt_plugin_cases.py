@@ -1,4 +1,4 @@
-"""Plugin cases shared by the TensorRT plugin tests (tests/test_trt_plugins.py on CPU, build phase only;
+"""Plugin cases shared by the TensorRT plugin tests (tests/test_trt_plugins_cpu.py on CPU, build phase only;
 tests/gpu/test_trt_plugins.py on a GPU, every step): random inputs of each plugin op in ONNX order, the
 node's attributes, and what the harness needs (fields, tensor descriptors, expected outputs), all derived
 from the op registry."""
@@ -158,27 +158,39 @@ def selective_scan(b, l, e, n, state="int8", *, device="cpu", seed=0) -> Case:
     return Case("QuantSelectiveScan", f"B{b}-L{l}-E{e}-N{n}-{state}", ins)
 
 
+#: Prefill (L > 1) and decode (L = 1) shapes of every plugin op, both state dtypes of the scans:
+#: (builder, args, kwargs), built on a device by make().
+SPECS: list[tuple] = [
+    (add_rms_norm, (2, 7, 64), {}), (add_rms_norm, (3, 1, 768), {}), (add_rms_norm, (1, 5, 2560), {}),
+    (causal_conv1d, (2, 9, 192, 4), {}), (causal_conv1d, (4, 1, 256, 4), {}), (causal_conv1d, (1, 33, 96, 2), {}),
+    (causal_conv1d, (2, 1, 64, 1), {}),
+    (gated_rms_norm, (2, 7, 128, 64), {}), (gated_rms_norm, (3, 1, 256, 128, 1), {}),
+    (gated_rms_norm, (1, 4, 2560, 2560), {}),
+    (hadamard, (2, 5, 128), {}), (hadamard, (3, 1, 768), {}), (hadamard, (1, 3, 2560), {}), (hadamard, (2, 1, 4096), {}),
+]
+for _state in ("int8", "float16"):
+    SPECS += [(ssd, (2, 7, 8, 32, 2, 64, _state), {}), (ssd, (3, 1, 8, 32, 2, 64, _state), {}),
+              (ssd, (1, 70, 4, 16, 1, 16, _state), {"d": False}), (ssd, (2, 1, 16, 64, 8, 128, _state), {"d": False}),
+              (selective_scan, (2, 9, 64, 16, _state), {}), (selective_scan, (3, 1, 96, 16, _state), {}),
+              (selective_scan, (1, 40, 32, 8, _state), {}), (selective_scan, (4, 1, 48, 32, _state), {})]
+
+
+def make(spec: tuple, device: str) -> Case:
+    fn, args, kw = spec
+    return fn(*args, device=device, **kw)
+
+
+def spec_id(spec: tuple) -> str:
+    fn, args, kw = spec
+    return "-".join([fn.__name__, *map(str, args), *(f"{k}{v}" for k, v in kw.items())])
+
+
 def all_cases(device: str = "cpu") -> list[Case]:
-    """Prefill (L > 1) and decode (L = 1) shapes of every plugin op, both state dtypes of the scans."""
-    kw = dict(device=device)
-    cases = [
-        add_rms_norm(2, 7, 64, **kw), add_rms_norm(3, 1, 768, **kw), add_rms_norm(1, 5, 2560, **kw),
-        causal_conv1d(2, 9, 192, 4, **kw), causal_conv1d(4, 1, 256, 4, **kw), causal_conv1d(1, 33, 96, 2, **kw),
-        causal_conv1d(2, 1, 64, 1, **kw),
-        gated_rms_norm(2, 7, 128, 64, **kw), gated_rms_norm(3, 1, 256, 128, 1, **kw),
-        gated_rms_norm(1, 4, 2560, 2560, **kw),
-        hadamard(2, 5, 128, **kw), hadamard(3, 1, 768, **kw), hadamard(1, 3, 2560, **kw), hadamard(2, 1, 4096, **kw),
-    ]
-    for state in ("int8", "float16"):
-        cases += [ssd(2, 7, 8, 32, 2, 64, state, **kw), ssd(3, 1, 8, 32, 2, 64, state, **kw),
-                  ssd(1, 70, 4, 16, 1, 16, state, d=False, **kw), ssd(2, 1, 16, 64, 8, 128, state, d=False, **kw),
-                  selective_scan(2, 9, 64, 16, state, **kw), selective_scan(3, 1, 96, 16, state, **kw),
-                  selective_scan(1, 40, 32, 8, state, **kw), selective_scan(4, 1, 48, 32, state, **kw)]
-    return cases
+    return [make(s, device) for s in SPECS]
 
 
 def find(cases: list[Case], op: str, id_part: str = "") -> Case:
     return next(c for c in cases if c.op == op and id_part in c.id)
 
 
-__all__ = ["Case", "all_cases", "find", "TORCH_DTYPE", "DTYPE_NAME", "TRT_ACT_DTYPE"]
+__all__ = ["Case", "SPECS", "all_cases", "find", "make", "spec_id", "TORCH_DTYPE", "DTYPE_NAME", "TRT_ACT_DTYPE"]

@@ -115,6 +115,19 @@ def test_build_phase_call_sequence(harness, case):
     harness.run(case.op, case.fields(), case.input_tensors(), outs, build_only=True)
 
 
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.op}-{c.id}" for c in CASES])
+def test_reference_outputs_fit_the_plugin_outputs(case):
+    """What the GPU test compares: the node's reference outputs have the plugin's output shapes, and dtypes
+    that differ only where the plugin writes fp16 for the reference's fp32 (T outputs)."""
+    from trt_plugin_cases import TORCH_DTYPE
+
+    refs = case.reference()
+    for (dt, shape), ref in zip(case.output_specs(), refs):
+        assert tuple(ref.shape) == shape
+        assert ref.dtype == TORCH_DTYPE[dt] or (dt == "float16" and ref.dtype == torch.float32)
+        assert torch.isfinite(ref.float()).all()
+
+
 def _outs(case):
     return [Tensor(dt, shape) for dt, shape in case.output_specs()]
 
