@@ -203,9 +203,16 @@ def build(includes: list[Path], out: Path, arch: str = "87", jobs: int = 2, say=
             obj = bdir / f"{src.parent.name}_{src.stem}.o"
             tasks.append((f"{src.relative_to(HERE)} TensorRT {label} (g++)", ["g++", *flags, "-c", str(src), "-o", str(obj)],
                           obj, [src, *kernel_headers, *trt_own_headers, *trt_headers]))
+        # the static-registration variant (QUAMBA_TRT_STATIC_REGISTRATION, CMake option): compiled, not linked
+        # here, since it calls libnvinfer's getPluginRegistry()
+        common = TRT / "plugin_common.cpp"
+        static_obj = bdir / "static-registration" / "trt_plugin_common.o"
+        tasks.append((f"{common.relative_to(HERE)} -DQUAMBA_TRT_STATIC_REGISTRATION TensorRT {label} (g++)",
+                      ["g++", *flags, "-DQUAMBA_TRT_STATIC_REGISTRATION=1", "-c", str(common), "-o", str(static_obj)],
+                      static_obj, [common, *kernel_headers, *trt_own_headers, *trt_headers]))
         say(f"check_trt_compile: TensorRT {label} headers ({inc})")
         _parallel(jobs, tasks, say)
-        plugin_objs = [o for _, _, o, _ in tasks if not o.name.startswith("harness_")]
+        plugin_objs = [o for _, _, o, _ in tasks if not o.name.startswith("harness_") and o != static_obj]
         harness_objs = [o for _, _, o, _ in tasks if o.name.startswith("harness_")]
         lib = bdir / "libquamba_trt_plugins.so"
         harness = bdir / "libquamba_trt_harness.so"
