@@ -468,6 +468,9 @@ int32_t Plugin::configurePlugin(const nv::DynamicPluginTensorDesc* in, int32_t n
     } extremes[] = {{mn, "minimum"}, {mx, "maximum"}};
     for (const auto& x : extremes) {
       if (!why.empty()) break;
+      bool filled = true;  // only where TensorRT gave the profile's dims for every input
+      for (int i = 0; i < nbInputs; ++i) filled = filled && x.dims[i].nbDims == di[i].nbDims;
+      if (!filled) continue;
       Bound e = b;
       why = bind_shapes(spec_, x.dims, nullptr, &e);
       if (why.empty()) why = fits_int(spec_, e);
