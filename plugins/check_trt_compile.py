@@ -16,7 +16,9 @@ listed in $QUAMBA_TRT_HEADERS, separated by ':'), this
    it needs no TensorRT library;
 4. builds the plugin harness (plugins/trt/harness, exports qth_run / qth_list) the same way, loads it with
    ctypes and lists the library's creators: each op of plugins/trt/generated/fields.h must be there with its
-   version, namespace "quamba" and fields.
+   version, namespace "quamba" and fields;
+5. links the plugins once more over a recording stand-in of the kernels (libquamba_trt_plugins_fake.so, no
+   CUDA at all), which tests/test_trt_plugins_cpu.py uses to check what enqueue hands each kernel.
 
 Objects are cached under --out by a hash of their command line and inputs, so a re-run (or the CPU test
 tests/test_trt_plugins_cpu.py, which reuses them) only recompiles what changed. A missing header set, nvcc or
@@ -153,6 +155,7 @@ class Built:
     include: Path
     plugins: Path  # libquamba_trt_plugins.so
     harness: Path  # libquamba_trt_harness.so
+    fake: Path  # libquamba_trt_plugins_fake.so: the plugins over recording kernels (CPU tests)
 
 
 def _parallel(jobs: int, tasks: list[tuple[str, list[str], Path, list[Path]]], say) -> None:
@@ -212,10 +215,12 @@ def build(includes: list[Path], out: Path, arch: str = "87", jobs: int = 2, say=
                       static_obj, [common, *kernel_headers, *trt_own_headers, *trt_headers]))
         say(f"check_trt_compile: TensorRT {label} headers ({inc})")
         _parallel(jobs, tasks, say)
-        plugin_objs = [o for _, _, o, _ in tasks if not o.name.startswith("harness_") and o != static_obj]
-        harness_objs = [o for _, _, o, _ in tasks if o.name.startswith("harness_")]
+        plugin_objs = [o for _, _, o, _ in tasks if o.name.startswith("trt_") and o != static_obj]
+        harness_objs = [bdir / "harness_harness.o"]
+        fake_objs = [bdir / "harness_fake_kernels.o"]
         lib = bdir / "libquamba_trt_plugins.so"
         harness = bdir / "libquamba_trt_harness.so"
+        fake = bdir / "libquamba_trt_plugins_fake.so"
         link = ["-Wl,--no-undefined", f"-L{cuda_lib}", f"-Wl,-rpath,{cuda_lib}"]
         links = [
             ("libquamba_trt_plugins.so (--no-undefined, cudart only)",
@@ -226,9 +231,15 @@ def build(includes: list[Path], out: Path, arch: str = "87", jobs: int = 2, say=
              ["g++", "-shared", "-o", str(harness), *map(str, harness_objs),
               f"-Wl,--version-script={HARNESS / 'exports.map'}", *link, "-lcudart", "-ldl"],
              harness, [*harness_objs, HARNESS / "exports.map"]),
+            # the plugins over a recording stand-in of the kernels and the CUDA calls (CPU tests of enqueue):
+            # no libcudart, so --no-undefined also proves the stand-in covers every call the plugins make
+            ("libquamba_trt_plugins_fake.so (recording kernels, no CUDA)",
+             ["g++", "-shared", "-o", str(fake), *map(str, plugin_objs), *map(str, fake_objs),
+              f"-Wl,--version-script={HARNESS / 'fake_exports.map'}", "-Wl,--no-undefined"],
+             fake, [*plugin_objs, *fake_objs, HARNESS / "fake_exports.map"]),
         ]
         _parallel(1, links, say)
-        results.append(Built(label, inc, lib, harness))
+        results.append(Built(label, inc, lib, harness, fake))
     return results
 
 

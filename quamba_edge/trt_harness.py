@@ -38,6 +38,7 @@ DATA_TYPE = {"float32": 0, "float16": 1, "int8": 2, "int32": 3}
 FIELD_TYPE = {"kFLOAT32": 1, "kINT32": 5, "kCHAR": 6}
 BUILD_ONLY = 1
 RAW_ENQUEUE = 2
+HOST_MEMORY = 4
 MAX_RANK = 8
 
 
@@ -116,12 +117,13 @@ class Harness:
         return out
 
     def run(self, op: str, fields: dict[str, Any], inputs: Sequence[Tensor], outputs: Sequence[Tensor], *,
-            build_only: bool = False, raw_enqueue: bool = False, stream: int | None = None,
-            kinds: dict[str, str] | None = None) -> str:
+            build_only: bool = False, raw_enqueue: bool = False, host_memory: bool = False,
+            stream: int | None = None, kinds: dict[str, str] | None = None) -> str:
         """Run the call sequence; returns the plugins' log, raises HarnessError when a step fails.
 
         ``fields`` are typed by the op's registry-derived kinds (``kinds`` overrides, e.g. to send a wrong type);
-        a value given as ``(PluginFieldType, bytes, length)`` is passed as is."""
+        a value given as ``(PluginFieldType, bytes, length)`` is passed as is. ``host_memory``: the full sequence
+        with a host workspace and no stream synchronization, for libquamba_trt_plugins_fake.so."""
         kinds = kinds if kinds is not None else field_kinds(op)
         keep: list[Any] = []
         cf = (_Field * max(1, len(fields)))()
@@ -148,7 +150,7 @@ class Harness:
         ci = (_Tensor * max(1, len(inputs)))(*[t._c() for t in inputs])
         co = (_Tensor * max(1, len(outputs)))(*[t._c() for t in outputs])
         log = ctypes.create_string_buffer(1 << 16)
-        flags = (BUILD_ONLY if build_only else 0) | (RAW_ENQUEUE if raw_enqueue else 0)
+        flags = (BUILD_ONLY if build_only else 0) | (RAW_ENQUEUE if raw_enqueue else 0) | (HOST_MEMORY if host_memory else 0)
         rc = self._lib.qth_run(self.plugins.encode(), op.encode(), cf, len(fields), ci, len(inputs), co, len(outputs),
                                flags, stream or None, log, len(log))
         text = log.value.decode(errors="replace")
@@ -186,7 +188,7 @@ def build(arch: str = "87", headers: str | os.PathLike | None = None, out: str |
           quiet: bool = True):
     """Build (or reuse) the plugin library and the harness for ``arch`` against one TensorRT header set (the
     first of :func:`header_candidates` unless given). Returns check_trt_compile's ``Built`` (``.plugins``,
-    ``.harness``, ``.label``)."""
+    ``.harness``, ``.fake``, ``.label``)."""
     mod = _check_module()
     inc = Path(headers) if headers else next(iter(header_candidates()), None)
     if inc is None:

@@ -356,3 +356,175 @@ def test_unfolded_export_names_the_fix(harness, fp16_exports):
     op, fields, ins, outs = next(c for c in _plugin_calls(fp16_exports["mamba2-quamba2"], 1, 3) if c[0] == "QuantSSD")
     with pytest.raises(HarnessError, match=r"'dt_scale' is missing.*fold_host_scales"):
         harness.run(op, fields, ins, outs, build_only=True)
+
+
+# ---- enqueue over recording kernels: what each kernel is handed -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """(harness over libquamba_trt_plugins_fake.so, its call log): the real plugins, kernels that only record."""
+    import ctypes
+
+    hs = _header_sets()
+    if not hs:
+        pytest.skip("no TensorRT headers (../shared/third_party or QUAMBA_TRT_HEADERS)")
+    try:
+        b = trt_harness.build(arch="87", headers=hs[-1], out=REPO / "build" / "trt-check")
+    except HarnessError as e:
+        if "nvcc not found" in str(e):
+            pytest.skip(str(e))
+        raise
+    lib = ctypes.CDLL(str(b.fake))
+    lib.qfake_log.restype = ctypes.c_char_p
+
+    def calls():
+        out = []
+        for line in lib.qfake_log().decode().splitlines():
+            name, *kv = line.split(" ")
+            out.append((name, dict(x.split("=", 1) for x in kv)))
+        lib.qfake_clear()
+        return out
+
+    lib.qfake_clear()
+    return trt_harness.Harness(b.harness, b.fake), calls
+
+
+IN_BASE, OUT_BASE, OUT2_BASE = 0x100000, 0x10000000, 0x20000000
+
+
+def _fake_run(fake, case):
+    """Full call sequence on the fake library with distinct fake pointers; returns (kernel calls of the
+    build-phase enqueue, of the runtime-phase enqueue, every call)."""
+    h, calls = fake
+    ins = case.input_tensors()
+    for i, t in enumerate(ins):
+        t.data = IN_BASE * (i + 1) if math.prod(t.dims) else None
+    outs = []
+    for i, (dt, shape) in enumerate(case.output_specs()):
+        n = math.prod(shape)
+        outs.append(Tensor(dt, shape, OUT_BASE + IN_BASE * i if n else None, OUT2_BASE + IN_BASE * i if n else None))
+    calls()
+    h.run(case.op, case.fields(), ins, outs, host_memory=True)
+    got = calls()
+    work = [(n, kv) for n, kv in got if not n.startswith("cuda")]
+    half = len(work) // 2
+    return work[:half], work[half:], got
+
+
+def _p(x) -> str:
+    return hex(x) if x else "0x0"
+
+
+def _f(kv, key) -> float:
+    return float.fromhex(kv[key])
+
+
+def _check_ptrs(kv, expected: dict):
+    for k, v in expected.items():
+        assert kv[k] == _p(v), f"{k}: {kv[k]} != {_p(v)}"
+
+
+def _check_ints(kv, expected: dict):
+    for k, v in expected.items():
+        assert int(kv[k]) == v, f"{k}: {kv[k]} != {v}"
+
+
+def _check_scales(kv, case, names):
+    f = case.fields()
+    for k in names:
+        assert _f(kv, k) == float(torch.tensor(f[k], dtype=torch.float32)), k
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.op}-{c.id}" for c in CASES])
+def test_enqueue_hands_each_kernel_its_tensors(fake, case):
+    """Both enqueues (build phase into the outputs' data, runtime phase into data2) call the expected kernel
+    (decode kernel for L = 1) with every pointer, shape, stride, scale and attribute in place."""
+    built, runtime, everything = _fake_run(fake, case)
+    assert [n for n, _ in built] == [n for n, _ in runtime]
+    inp = [IN_BASE * (i + 1) for i in range(len(case.inputs))]
+    sh = [tuple(t.shape) for t in case.inputs]
+    f = case.fields()
+    for phase, work in (("build", built), ("runtime", runtime)):
+        out = [(OUT_BASE if phase == "build" else OUT2_BASE) + IN_BASE * i for i in range(len(case.record.outputs))]
+        names = [n for n, _ in work]
+        if case.op == "QuantAddRMSNorm":
+            (_, kv), = work
+            b, l, d = sh[0]
+            _check_ints(kv, dict(rows=b * l, dim=d, hidden_dtype=1, residual_dtype=0, out_int8=1, residual_out_dtype=0,
+                                 hidden_row_stride=d, residual_row_stride=d, y_row_stride=d, residual_out_row_stride=d))
+            _check_ptrs(kv, dict(hidden=inp[0], residual=inp[1], weight=inp[2], y=out[0], residual_out=out[1]))
+            _check_scales(kv, case, ["eps", "out_scale"])
+        elif case.op == "QuantCausalConv1d":
+            (_, kv), = work
+            b, l, c = sh[0]
+            k = sh[2][1]
+            _check_ints(kv, dict(batch=b, seqlen=l, channels=c, width=k, x_stride_b=l * c, x_stride_l=c, y_stride_b=l * c,
+                                 y_stride_l=c, silu=f["silu"], x_scale_stride=1, w_scale_stride=1, b_scale_stride=1,
+                                 out_scale_stride=1))
+            _check_ptrs(kv, dict(x=inp[0], x_scale=inp[1], w=inp[2], w_scale=inp[3], bias=inp[4], b_scale=inp[5],
+                                 out_scale=inp[6], conv_state=inp[7] if k > 1 else 0, y=out[0],
+                                 new_conv_state=out[1] if k > 1 else 0))
+        elif case.op == "QuantGatedRMSNorm":
+            (_, kv), = work
+            b, l, e = sh[0]
+            _check_ints(kv, dict(rows=b * l, dim=e, group_size=f["group_size"], y_dtype=1, y_row_stride=e, z_row_stride=e,
+                                 out_row_stride=e, norm_before_gate=f["norm_before_gate"]))
+            _check_ptrs(kv, dict(y=inp[0], z=inp[1], weight=inp[3], out=out[0]))
+            _check_scales(kv, case, ["eps", "z_scale"])
+        elif case.op == "QuantHadamard":
+            from quamba_edge.quant.hadamard import hadamard_factors, hadamard_matrix
+
+            (_, kv), = work
+            b, l, n = sh[0]
+            base, p2 = hadamard_factors(n)
+            _check_ints(kv, dict(rows=b * l, n=n, base=base, x_dtype=1, x_row_stride=n, y_row_stride=n))
+            _check_ptrs(kv, dict(x=inp[0], y=out[0]))
+            _check_scales(kv, case, ["out_scale"])
+            want = hadamard_matrix(n)[::p2, ::p2].reshape(-1).tolist()  # the offline matrix's own entries
+            assert [float.fromhex(v) for v in kv["base_matrix"].split(",")] == want
+        elif case.op == "QuantSSD":
+            (name, kv), = work
+            b, l, h, p = sh[0]
+            g, n = sh[7][2], sh[7][3]
+            int8 = case.inputs[13].dtype == torch.int8
+            assert name == ("quant_ssd_state_update" if l == 1 else "quant_ssd")
+            _check_ints(kv, dict(batch=b, nheads=h, headdim=p, ngroups=g, dstate=n, state_type=1 if int8 else 3,
+                                 x_batch_stride=l * h * p, dt_batch_stride=l * h, B_batch_stride=l * g * n,
+                                 C_batch_stride=l * g * n, y_batch_stride=l * h * p))
+            if l > 1:
+                _check_ints(kv, dict(seqlen=l, chunk_size=f["chunk_size"], x_seq_stride=h * p, dt_seq_stride=h,
+                                     B_seq_stride=g * n, C_seq_stride=g * n, y_seq_stride=h * p, p_tile=0, staging=0))
+            _check_ptrs(kv, dict(x=inp[0], x_scale=inp[1], dt=inp[2], dt_bias=inp[4], A_log=inp[5], B=inp[7],
+                                 B_scale=inp[8], C=inp[9], C_scale=inp[10], D=inp[11], state_in=inp[13],
+                                 state_scale=inp[14] if int8 else 0, state_scale_row=0, y=out[0], state_out=out[1]))
+            _check_scales(kv, case, ["dt_scale", "A_log_scale", "D_scale", "dt_limit_lo", "dt_limit_hi"])
+        elif case.op == "QuantSelectiveScan":
+            b, l, e = sh[0]
+            n = sh[4][1]
+            int8 = case.inputs[16].dtype == torch.int8
+            kname = "quant_selective_state_update" if l == 1 else "quant_selective_scan"
+            assert names == ([kname] if int8 else ["half_to_float", kname, "float_to_half"]), names
+            kv = dict(work)[kname]
+            strides = dict(u_stride_b=l * e, dt_stride_b=l * e, B_stride_b=l * n, C_stride_b=l * n, z_stride_b=l * e,
+                           y_stride_b=l * e)
+            if l > 1:
+                strides.update(u_stride_l=e, dt_stride_l=e, B_stride_l=n, C_stride_l=n, z_stride_l=e, y_stride_l=e,
+                               seqlen=l)
+            _check_ints(kv, dict(batch=b, dim=e, dstate=n, state_is_int8=int(int8), **strides))
+            _check_ptrs(kv, dict(u=inp[0], dt=inp[2], A_log=inp[4], Bm=inp[6], Cm=inp[8], D=inp[10], z=inp[12],
+                                 dt_bias=inp[14], y=out[0]))
+            _check_scales(kv, case, ["u_scale", "dt_scale", "A_log_scale", "B_scale", "C_scale", "D_scale", "z_scale",
+                                     "dt_bias_scale"] + (["state_scale"] if int8 else []))
+            if int8:
+                _check_ptrs(kv, dict(state_in=inp[16], state_out=out[1]))
+            else:  # widened into the workspace, updated in place there, narrowed into state_out
+                w = dict(work)
+                ws = w["half_to_float"]["out"]
+                assert ws != "0x0" and kv["state_in"] == ws and kv["state_out"] == ws and w["float_to_half"]["in"] == ws
+                assert w["half_to_float"]["in"] == _p(inp[16]) and w["float_to_half"]["out"] == _p(out[1])
+                assert int(w["half_to_float"]["n"]) == int(w["float_to_half"]["n"]) == b * e * n
+        else:
+            raise AssertionError(f"no expectations for {case.op}")
+    if case.op == "QuantHadamard":  # the base factor goes up in onShapeChange, once per plugin object
+        assert [n for n, _ in everything].count("cudaMemcpy") == 2 and "cudaMemcpyAsync" not in [n for n, _ in everything]

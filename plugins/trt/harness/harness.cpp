@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -261,8 +262,9 @@ using PluginPtr = std::unique_ptr<nv::IPluginV3, PluginDeleter>;
 
 class Run {
  public:
-  Run(const char* op, const QthTensor* in, int32_t nin, const QthTensor* out, int32_t nout, cudaStream_t stream)
-      : op_(op), in_(in, in + nin), out_(out, out + nout), stream_(stream) {}
+  Run(const char* op, const QthTensor* in, int32_t nin, const QthTensor* out, int32_t nout, cudaStream_t stream,
+      bool host_memory)
+      : op_(op), in_(in, in + nin), out_(out, out + nout), stream_(stream), host_memory_(host_memory) {}
 
   // Each step returns "" or what went wrong.
   std::string build(nv::IPluginCreatorV3One* creator, const nv::PluginFieldCollection* fc, bool device) {
@@ -401,11 +403,14 @@ class Run {
     if (rt->onShapeChange(din.data(), static_cast<int32_t>(din.size()), dout.data(), static_cast<int32_t>(dout.size())) != 0)
       return "onShapeChange failed";
     void* ws = nullptr;
-    if (workspace_ > 0 && cudaMalloc(&ws, workspace_) != cudaSuccess)
+    if (host_memory_) {  // a fake plugin library: its kernels only record pointers
+      ws = workspace_ > 0 ? std::malloc(workspace_) : nullptr;
+    } else if (workspace_ > 0 && cudaMalloc(&ws, workspace_) != cudaSuccess) {
       return cat("cudaMalloc of the ", workspace_, "-byte workspace failed");
+    }
     const int32_t rc = rt->enqueue(din.data(), dout.data(), pin.data(), pout.data(), ws, stream_);
-    const cudaError_t sync = cudaStreamSynchronize(stream_);
-    if (ws != nullptr) cudaFree(ws);
+    const cudaError_t sync = host_memory_ ? cudaSuccess : cudaStreamSynchronize(stream_);
+    if (ws != nullptr) host_memory_ ? std::free(ws) : static_cast<void>(cudaFree(ws));
     if (rc != 0) return "enqueue returned nonzero";
     if (sync != cudaSuccess) return cat("the plugin's work failed on the device: ", cudaGetErrorString(sync));
     return {};
@@ -414,6 +419,7 @@ class Run {
   const char* op_;
   std::vector<QthTensor> in_, out_;
   cudaStream_t stream_;
+  bool host_memory_;
   size_t workspace_ = 0;
   OwnedFields serialized_;
 };
@@ -454,7 +460,8 @@ extern "C" __attribute__((visibility("default"))) int32_t qth_run(
       for (int32_t i = 0; i < nb_fields; ++i)
         pf.emplace_back(fields[i].name, fields[i].data, static_cast<nv::PluginFieldType>(fields[i].type), fields[i].length);
       const nv::PluginFieldCollection fc{nb_fields, pf.data()};
-      Run run(op, inputs, nb_inputs, outputs, nb_outputs, static_cast<cudaStream_t>(stream));
+      Run run(op, inputs, nb_inputs, outputs, nb_outputs, static_cast<cudaStream_t>(stream),
+              (flags & QTH_HOST_MEMORY) != 0);
       if (flags & QTH_RAW_ENQUEUE) {
         why = run.raw_enqueue(creator, &fc);
       } else {

@@ -16,6 +16,8 @@
  *   and must serialize to the same fields.
  *   With QTH_RAW_ENQUEUE: createPlugin(kRUNTIME) from the given fields, attachToContext, enqueue with the given
  *   descriptors and pointers, nothing else (to see that enqueue itself refuses bad shapes).
+ *   With QTH_HOST_MEMORY (for libquamba_trt_plugins_fake.so, whose kernels only record their parameters): the
+ *   full sequence, but the workspace is host memory and the stream is not synchronized.
  * Returns 0 on success, else nonzero; `log` receives the steps that failed and every message the plugins logged.
  */
 #ifndef QUAMBA_TRT_HARNESS_H
@@ -46,7 +48,7 @@ typedef struct QthTensor {
   void* data2;            /* outputs: where the runtime-phase plugin writes */
 } QthTensor;
 
-enum { QTH_BUILD_ONLY = 1, QTH_RAW_ENQUEUE = 2 };
+enum { QTH_BUILD_ONLY = 1, QTH_RAW_ENQUEUE = 2, QTH_HOST_MEMORY = 4 };
 
 int32_t qth_run(const char* library, const char* op, const QthField* fields, int32_t nb_fields,
                 const QthTensor* inputs, int32_t nb_inputs, const QthTensor* outputs, int32_t nb_outputs,
