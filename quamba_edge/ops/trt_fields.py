@@ -1,0 +1,379 @@
+"""What the TensorRT plugins (plugins/trt/) take from the op registry: fields, shapes, dtype variants.
+
+``render_fields_header()`` renders ``plugins/trt/generated/fields.h`` (a test fails when the committed file
+is stale; regenerate with ``python -m quamba_edge.ops --trt-fields > plugins/trt/generated/fields.h``).
+Every op whose record names a CUDA kernel (``OpRecord.kernel``) gets a plugin, and the header gives it:
+
+* name, ``plugin_version`` and namespace (what the ONNX parser looks the creator up by);
+* its **fields**: the record's attributes (INT -> kINT32, FLOAT -> kFLOAT32, STRING -> kCHAR, as the
+  parser passes them) with their defaults, then one kFLOAT32 **host-scale field** per per-tensor scale
+  input (``float32 []``): the kernels' C ABI takes those scales as host floats, while the graph carries
+  them as (constant) tensors that an enqueue cannot read without a device sync. ``fold_host_scales``
+  copies each such initializer into a node attribute of the same name, so the parser hands the value to
+  the creator; the plugin refuses to be created without it (see plugins/trt/README.md);
+* input / output names and shape rules parsed from the record (``[B, L, E]``, ``[B, C, K-1]``, ``[]``;
+  ``;``-separated alternatives), which the plugins check generically, and the output shapes as copies of
+  input dimensions (what ``getOutputShapes`` returns);
+* the dtype variants with ``T`` = float16 (the TensorRT graph's activation dtype): exactly what
+  ``supportsFormatCombination`` accepts;
+* the +-1 base matrices of the Hadamard sizes the QuantHadamard record supports (12, 40), taken from
+  ``quamba_edge.quant.hadamard`` so the plugin's online transform uses the entries fused offline.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .registry import DOMAIN, PLUGIN_NAMESPACE, REGISTRY_VERSION, OpRecord, Port, records
+
+#: The activation dtype of the TensorRT graph (``export_model(..., dtype="fp16")``).
+TRT_ACT_DTYPE = "float16"
+#: Registry attribute type -> TensorRT PluginFieldType (what the ONNX parser passes).
+FIELD_KIND = {"int": "kINT32", "float": "kFLOAT32", "string": "kCHAR"}
+DTYPE = {"int8": "kINT8", "float16": "kFLOAT16", "float32": "kFLOAT32", "int32": "kINT32"}
+MAX_RANK = 8
+#: Hadamard bases the QuantHadamard record supports (sizes 2^k, 12*2^k, 40*2^k; base 1 needs no table).
+HADAMARD_BASES = (12, 40)
+
+
+@dataclass(frozen=True)
+class Dim:
+    symbol: str | None  # None: a literal
+    offset: int  # value = symbol + offset (or the literal)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # kINT32 | kFLOAT32 | kCHAR
+    source: str  # "attribute" | "host_scale"
+    default: Any  # None: required
+    input_index: int  # host_scale: the input it stands for, else -1
+
+
+def plugin_ops() -> list[OpRecord]:
+    """The records that get a TensorRT plugin: those with a CUDA kernel, by op name."""
+    return [r for r in records().values() if r.kernel]
+
+
+def is_host_scale(port: Port) -> bool:
+    """A per-tensor fp32 scale (``float32 []``): a host float in the kernels' C ABI."""
+    return port.dtype == "float32" and parse_shapes(port.shape)[0] == ()
+
+
+def host_scale_inputs(rec: OpRecord) -> list[int]:
+    return [i for i, p in enumerate(rec.inputs) if is_host_scale(p)]
+
+
+def plugin_fields(rec: OpRecord) -> list[Field]:
+    """The creator's fields: the attributes, then one host-scale field per scalar scale input."""
+    out = [Field(a.name, FIELD_KIND[a.type], "attribute", a.default, -1) for a in rec.attrs]
+    for i in host_scale_inputs(rec):
+        out.append(Field(rec.inputs[i].name, "kFLOAT32", "host_scale", None, i))
+    names = [f.name for f in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{rec.name}: an attribute and a scale input share a name: {names}")
+    return out
+
+
+_TOKEN = re.compile(r"^(?:(?P<sym>[A-Za-z_]\w*)\s*(?:(?P<sign>[-+])\s*(?P<off>\d+))?|(?P<lit>\d+))$")
+
+
+def parse_shapes(shape: str) -> list[tuple[Dim, ...]]:
+    """``"[B, C, K-1]"`` -> one tuple of Dims; ``"[H, P, N] (int8 state); [] ignored"`` -> alternatives.
+
+    Text after each bracket group is documentation. Every alternative must start with a bracket group."""
+    alts = []
+    for part in shape.split(";"):
+        m = re.match(r"\s*[^\[]*?\[([^\]]*)\]", part)
+        if m is None:
+            raise ValueError(f"shape rule {shape!r}: no [..] group in {part!r}")
+        body = m.group(1).strip()
+        dims = []
+        for tok in ([t.strip() for t in body.split(",")] if body else []):
+            t = _TOKEN.match(tok)
+            if t is None:
+                raise ValueError(f"shape rule {shape!r}: cannot parse dimension {tok!r}")
+            if t.group("lit") is not None:
+                dims.append(Dim(None, int(t.group("lit"))))
+            else:
+                off = int(t.group("off") or 0) * (-1 if t.group("sign") == "-" else 1)
+                dims.append(Dim(t.group("sym"), off))
+        if len(dims) > MAX_RANK:
+            raise ValueError(f"shape rule {shape!r}: rank > {MAX_RANK}")
+        alts.append(tuple(dims))
+    return alts
+
+
+def symbols(rec: OpRecord) -> list[str]:
+    seen: list[str] = []
+    for p in (*rec.inputs, *rec.outputs):
+        for alt in parse_shapes(p.shape):
+            for d in alt:
+                if d.symbol is not None and d.symbol not in seen:
+                    seen.append(d.symbol)
+    return seen
+
+
+def output_dim_sources(rec: OpRecord) -> list[list[tuple[int, int, int]]]:
+    """Per output, per dim: (input index, input dim, offset) -- the output dim is that input dim plus the
+    offset (getOutputShapes copies input dimension expressions). Inputs with alternative shapes are not
+    used as sources."""
+    out = []
+    for o in rec.outputs:
+        alts = parse_shapes(o.shape)
+        if len(alts) != 1:
+            raise ValueError(f"{rec.name}.{o.name}: an output needs exactly one shape rule")
+        dims = []
+        for d in alts[0]:
+            if d.symbol is None:
+                raise ValueError(f"{rec.name}.{o.name}: literal output dims are not supported")
+            src = None
+            for i, p in enumerate(rec.inputs):
+                ins = parse_shapes(p.shape)
+                if len(ins) != 1:
+                    continue
+                for j, di in enumerate(ins[0]):
+                    if di.symbol == d.symbol and src is None:
+                        src = (i, j, d.offset - di.offset)
+            if src is None:
+                raise ValueError(f"{rec.name}.{o.name}: dimension {d.symbol} appears in no input shape")
+            dims.append(src)
+        out.append(dims)
+    return out
+
+
+def variants(rec: OpRecord) -> list[list[str]]:
+    """Each dtype variant (T = float16) as the dtypes of inputs then outputs, in order, de-duplicated."""
+    rows: list[list[str]] = []
+    for b in rec.variants(TRT_ACT_DTYPE):
+        row = [rec.resolve(p.dtype, b) for p in (*rec.inputs, *rec.outputs)]
+        if row not in rows:
+            rows.append(row)
+    return rows
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------
+
+
+def _ident(name: str) -> str:
+    if not re.match(r"^[A-Za-z_]\w*$", name):
+        raise ValueError(f"{name!r} is not a C++ identifier")
+    return name
+
+
+def _cstr(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _num(v: Any) -> str:
+    v = float(v)
+    if math.isinf(v):
+        return "kInf" if v > 0 else "-kInf"
+    return repr(v)
+
+
+def _shape_spec(alts: list[tuple[Dim, ...]], syms: list[str]) -> str:
+    def one(alt: tuple[Dim, ...]) -> str:
+        dims = ", ".join(f"{{{syms.index(d.symbol) if d.symbol else -1}, {d.offset}}}" for d in alt)
+        return f"{{{len(alt)}, {{{dims}}}}}"
+
+    return f"{len(alts)}, {{{', '.join(one(a) for a in alts)}}}"
+
+
+def _hadamard_section() -> list[str]:
+    import torch
+
+    from ..quant.hadamard import base_hadamard
+
+    lines = ["// +-1 base matrices H_b of the QuantHadamard sizes b * 2^k (quamba_edge.quant.hadamard.base_hadamard);",
+             "// the orthonormal matrix is M = kron(H_b, H_{2^k}) * fl32(1 / sqrt(n)), the kernel's base factor",
+             "// M[i * 2^k, j * 2^k] = H_b[i][j] * fl32(1 / sqrt(n)).",
+             f"inline constexpr int32_t kHadamardBases[] = {{{', '.join(str(b) for b in HADAMARD_BASES)}}};"]
+    for b in HADAMARD_BASES:
+        h = base_hadamard(b, torch.int8).tolist()
+        rows = ",\n    ".join(", ".join(f"{v:2d}" for v in row) for row in h)
+        lines.append(f"inline constexpr int8_t kHadamardBase{b}[{b} * {b}] = {{\n    {rows}}};")
+    lines.append("")
+    return lines
+
+
+def render_fields_header() -> str:
+    ops = plugin_ops()
+    L = [
+        "// GENERATED from the op registry (quamba_edge/ops/, registry "
+        f"v{REGISTRY_VERSION}) by",
+        "//   python -m quamba_edge.ops --trt-fields > plugins/trt/generated/fields.h",
+        "// Do not edit: a test fails when this file is stale. quamba_edge/ops/trt_fields.py says what each part is.",
+        "#pragma once",
+        "",
+        "#include <cstdint>",
+        "#include <limits>",
+        "",
+        "namespace quamba_trt {",
+        "namespace gen {",
+        "",
+        f"inline constexpr int32_t kRegistryVersion = {REGISTRY_VERSION};",
+        f"inline constexpr char kNamespace[] = {_cstr(PLUGIN_NAMESPACE)};  // ONNX domain {_cstr(DOMAIN)}",
+        f"inline constexpr int32_t kMaxRank = {MAX_RANK};",
+        "inline constexpr float kInf = std::numeric_limits<float>::infinity();",
+        "",
+        "enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32 };",
+        "enum class FieldKind : int32_t { kINT32, kFLOAT32, kCHAR };",
+        "// kAttribute: a node attribute of the record; kHostScale: a per-tensor scale input folded into an",
+        "// attribute of the same name (quamba_edge.ops.trt_fields.fold_host_scales), read on the host.",
+        "enum class FieldSource : int32_t { kAttribute, kHostScale };",
+        "",
+        "struct FieldSpec {",
+        "  const char* name;",
+        "  FieldKind kind;",
+        "  FieldSource source;",
+        "  bool required;",
+        "  double default_number;       // numeric default (when not required)",
+        "  const char* default_string;  // kCHAR default (when not required)",
+        "  int32_t input;               // kHostScale: the input index it stands for; else -1",
+        "};",
+        "struct DimSpec {",
+        "  int32_t symbol;  // index into the op's symbols; -1: a literal",
+        "  int32_t offset;  // dim = value(symbol) + offset (the literal when symbol is -1)",
+        "};",
+        "struct ShapeSpec {",
+        "  int32_t rank;",
+        "  DimSpec dims[kMaxRank];",
+        "};",
+        "struct PortSpec {",
+        "  const char* name;",
+        "  const char* rule;     // the record's shape rule, for messages",
+        "  int32_t nb_shapes;    // alternatives (e.g. [H, P, N] for an int8 state, [] for a float state)",
+        "  ShapeSpec shapes[2];",
+        "};",
+        "struct DimSource {",
+        "  int32_t input, dim, offset;  // output dim = input's dim + offset",
+        "};",
+        "struct OpSpec {",
+        "  const char* name;",
+        "  const char* version;",
+        "  const char* module;  // quamba_edge/ops/<module>.py, plugins/trt/<module>.cpp",
+        "  int32_t nb_inputs, nb_outputs, nb_fields, nb_symbols, nb_variants;",
+        "  const PortSpec* inputs;",
+        "  const PortSpec* outputs;",
+        "  const FieldSpec* fields;",
+        "  const char* const* symbols;",
+        "  const DType* variants;       // nb_variants rows of nb_inputs + nb_outputs dtypes (T = float16)",
+        "  const DimSource* out_dims;   // nb_outputs rows of kMaxRank",
+        "};",
+        "",
+    ]
+    names = []
+    for rec in ops:
+        syms = symbols(rec)
+        fields = plugin_fields(rec)
+        module = rec.kernel.removesuffix(".cu")
+        n_io = len(rec.inputs) + len(rec.outputs)
+        var = variants(rec)
+        dsrc = output_dim_sources(rec)
+        ns = _ident(rec.name)
+        names.append(ns)
+        L += [f"// ---- {rec.name} (quamba_edge/ops/{module}.py, kernel plugins/kernels/{rec.kernel}) ----",
+              f"namespace {ns} {{",
+              f"inline constexpr char kName[] = {_cstr(rec.name)};",
+              f"inline constexpr char kVersion[] = {_cstr(rec.version)};",
+              f"inline constexpr char kModule[] = {_cstr(module)};",
+              "namespace inputs {",
+              f"enum : int32_t {{ {', '.join(_ident(p.name) for p in rec.inputs)}, kCount }};",
+              "}",
+              "namespace outputs {",
+              f"enum : int32_t {{ {', '.join(_ident(p.name) for p in rec.outputs)}, kCount }};",
+              "}",
+              "namespace syms {",
+              f"enum : int32_t {{ {', '.join(_ident(s) for s in syms)}, kCount }};",
+              "}",
+              "namespace fields {",
+              f"enum : int32_t {{ {', '.join(_ident(f.name) for f in fields)}, kCount }};" if fields
+              else "enum : int32_t { kCount };",
+              "}",
+              f"inline constexpr const char* kSymbols[] = {{{', '.join(_cstr(s) for s in syms)}}};"]
+        frows = []
+        for f in fields:
+            req = f.default is None
+            dnum = "0.0" if req or f.kind == "kCHAR" else _num(f.default)
+            dstr = _cstr(str(f.default)) if (f.kind == "kCHAR" and not req) else "nullptr"
+            src = "kAttribute" if f.source == "attribute" else "kHostScale"
+            frows.append(f"    {{{_cstr(f.name)}, FieldKind::{f.kind}, FieldSource::{src}, {str(req).lower()}, "
+                         f"{dnum}, {dstr}, {f.input_index}}},")
+        L.append("inline constexpr FieldSpec kFields[] = {" + ("\n" + "\n".join(frows) + "\n" if frows else
+                                                               "{nullptr, FieldKind::kINT32, FieldSource::kAttribute, false, 0.0, nullptr, -1}") + "};")
+        for what, ports in (("kInputs", rec.inputs), ("kOutputs", rec.outputs)):
+            rows = [f"    {{{_cstr(p.name)}, {_cstr(p.shape)}, {_shape_spec(parse_shapes(p.shape), syms)}}},"
+                    for p in ports]
+            L.append(f"inline constexpr PortSpec {what}[] = {{\n" + "\n".join(rows) + "\n};")
+        vrows = ["    " + ", ".join(f"DType::{DTYPE[d]}" for d in row) + "," for row in var]
+        L.append(f"inline constexpr DType kVariants[{len(var)} * {n_io}] = {{\n" + "\n".join(vrows) + "\n};")
+        drows = []
+        for dims in dsrc:
+            cells = [f"{{{i}, {j}, {o}}}" for i, j, o in dims] + ["{-1, -1, 0}"] * (MAX_RANK - len(dims))
+            drows.append("    " + ", ".join(cells) + ",")
+        L.append(f"inline constexpr DimSource kOutputDims[{len(dsrc)} * kMaxRank] = {{\n" + "\n".join(drows) + "\n};")
+        L += [f"inline constexpr OpSpec kSpec = {{kName, kVersion, kModule, inputs::kCount, outputs::kCount, "
+              f"{'fields::kCount' if fields else '0'}, syms::kCount, {len(var)}, kInputs, kOutputs, kFields, kSymbols, "
+              "kVariants, kOutputDims};",
+              f"}}  // namespace {ns}", ""]
+    L += ["// Every op with a plugin, by name.",
+          f"inline constexpr const OpSpec* kOps[] = {{{', '.join(f'&{n}::kSpec' for n in names)}}};",
+          f"inline constexpr int32_t kNbOps = {len(names)};", ""]
+    L += _hadamard_section()
+    L += ["}  // namespace gen", "}  // namespace quamba_trt", ""]
+    return "\n".join(L)
+
+
+# ---- folding the host scales into attributes (the engine builder runs this on its copy of the graph) --------
+
+
+class FoldError(ValueError):
+    pass
+
+
+def fold_host_scales(model: Any) -> Any:
+    """Copy each plugin node's per-tensor scale inputs (``float32 []`` initializers or Constant outputs)
+    into FLOAT attributes of the same name, in place; returns ``model``. Only for the graph handed to the
+    TensorRT parser (ONNX Runtime's PyOps refuse unknown attributes). Nodes of ops without a plugin are
+    left alone. A scale that is not a constant of the graph is an error (the kernels take it as a host
+    float: it must be known when the engine is built)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+                elif a.name == "value_float":
+                    consts[n.output[0]] = np.array(a.f, dtype=np.float32)
+    ops = {r.name: r for r in plugin_ops()}
+    for n in model.graph.node:
+        rec = ops.get(n.op_type)
+        if n.domain != DOMAIN or rec is None:
+            continue
+        have = {a.name for a in n.attribute}
+        for i in host_scale_inputs(rec):
+            port = rec.inputs[i]
+            src = n.input[i] if i < len(n.input) else ""
+            if src not in consts:
+                raise FoldError(f"{n.op_type} node {n.name!r}: input {port.name!r} ({src!r}) is not a constant of "
+                                "the graph; the plugin needs its value when the engine is built")
+            v = consts[src]
+            if v.size != 1 or v.dtype != np.float32:
+                raise FoldError(f"{n.op_type} node {n.name!r}: {port.name!r} must be one float32, got "
+                                f"{v.dtype} {tuple(v.shape)}")
+            if port.name in have:  # folded before: must agree
+                old = next(a for a in n.attribute if a.name == port.name)
+                if old.type != onnx.AttributeProto.FLOAT or np.float32(old.f) != v.reshape(()):
+                    raise FoldError(f"{n.op_type} node {n.name!r}: attribute {port.name!r} disagrees with its input")
+                continue
+            n.attribute.append(onnx.helper.make_attribute(port.name, float(v.reshape(()))))
+    return model

@@ -1,0 +1,87 @@
+"""TensorRT plugins (plugins/trt) on a GPU, through TensorRT's documented call sequence without TensorRT's
+libraries (plugins/trt/harness): for every plugin op at prefill and decode shapes (both state dtypes of the
+scans), random inputs in the node's input order go through createPlugin(kBUILD) -> ... -> configurePlugin ->
+getWorkspaceSize -> onShapeChange -> enqueue, then createPlugin(kRUNTIME) from the serialized fields ->
+attachToContext -> onShapeChange -> enqueue. Both runs write into buffers poisoned with different sentinels
+and must agree bit for bit (every element written, the serialized plugin equals the built one); the result is
+compared with the node's reference implementation (the registry record's impl, L = 1 taking the decode
+path): int8 within +-1 LSB (int8 states nearly all exact), fp16 within fp16 tolerance, fp32 within fp32
+rounding -- the conventions of tests/gpu/test_kernel_*.py.
+
+The plugin library and harness are built for this GPU's architecture against the first TensorRT headers found
+($QUAMBA_TRT_HEADERS, $TENSORRT_ROOT/include, ../shared/third_party, /usr/include/...); without any the tests
+are skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gpu_helpers import POISON, assert_fp16_close, assert_int8_close
+from trt_plugin_cases import SPECS, TORCH_DTYPE, make, spec_id
+
+from quamba_edge import trt_harness
+from quamba_edge.trt_harness import HarnessError, Tensor
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def harness():
+    if torch.version.cuda is None or not torch.cuda.is_available():  # module fixtures run before the autouse skip
+        pytest.skip("needs a CUDA device")
+    headers = trt_harness.header_candidates()
+    if not headers:
+        pytest.skip("no TensorRT headers: set QUAMBA_TRT_HEADERS to an include folder with NvInferRuntime.h")
+    major, minor = torch.cuda.get_device_capability()
+    b = trt_harness.build(arch=f"{major}{minor}", headers=headers[0])
+    return trt_harness.Harness(b.harness, b.plugins)
+
+
+def _run(harness, case):
+    specs = case.output_specs()
+    first = [torch.full(shape, POISON[TORCH_DTYPE[dt]][0], dtype=TORCH_DTYPE[dt], device="cuda") for dt, shape in specs]
+    second = [torch.full(shape, POISON[TORCH_DTYPE[dt]][1], dtype=TORCH_DTYPE[dt], device="cuda") for dt, shape in specs]
+    outs = [Tensor(dt, shape, a.data_ptr() or None, b.data_ptr() or None) for (dt, shape), a, b in zip(specs, first, second)]
+    torch.cuda.synchronize()
+    harness.run(case.op, case.fields(), case.input_tensors(), outs, stream=torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    return first, second
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[spec_id(s) for s in SPECS])
+def test_plugin_matches_reference(harness, spec):
+    case = make(spec, "cuda")
+    built, runtime = _run(harness, case)
+    names = [p.name for p in case.record.outputs]
+    for name, a, b in zip(names, built, runtime):
+        if a.is_floating_point():
+            assert not torch.isnan(a).any(), f"{name}: {int(torch.isnan(a).sum())} elements not written (NaN sentinel)"
+        assert torch.equal(a, b), (f"{name}: {int((a != b).sum())} elements differ between the build-phase and the "
+                                   "runtime-phase plugin (or were not written)")
+    refs = case.reference()
+    for name, out, ref in zip(names, built, refs):
+        assert out.shape == ref.shape, f"{name}: {tuple(out.shape)} vs reference {tuple(ref.shape)}"
+        if out.dtype == torch.int8:
+            assert_int8_close(out, ref, name)
+            if "state" in name:  # only fp32 rounding right at a .5 boundary may flip a state element
+                assert int((out != ref).sum()) <= max(2, out.numel() // 200), f"{name}: too many 1-LSB differences"
+        elif out.dtype == torch.float16:
+            assert_fp16_close(out, ref.float(), name)
+        else:
+            torch.testing.assert_close(out, ref.float(), rtol=1e-6, atol=1e-6 * float(ref.abs().max()), msg=name)
+
+
+def test_enqueue_refuses_mismatched_shapes_on_the_device(harness):
+    """enqueue itself re-checks the descriptors it is given and returns an error, leaving the outputs alone."""
+    case = make(SPECS[0], "cuda")  # QuantAddRMSNorm
+    specs = case.output_specs()
+    outs_t = [torch.full(shape, POISON[TORCH_DTYPE[dt]][1], dtype=TORCH_DTYPE[dt], device="cuda") for dt, shape in specs]
+    ins = case.input_tensors()
+    ins[2].dims = (ins[2].dims[0] + 1,)  # weight [d + 1]
+    outs = [Tensor(dt, shape, t.data_ptr()) for (dt, shape), t in zip(specs, outs_t)]
+    with pytest.raises(HarnessError, match=r"enqueue: input 'weight' has shape"):
+        harness.run(case.op, case.fields(), ins, outs, raw_enqueue=True,
+                    stream=torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    assert torch.equal(outs_t[0], torch.full_like(outs_t[0], POISON[torch.int8][1]))
