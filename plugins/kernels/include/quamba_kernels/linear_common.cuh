@@ -111,7 +111,9 @@ __device__ __forceinline__ Lut16 w4a8_lut(uint16_t s_bits) {
   uint32_t q[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    __half2 p = __hmul2(as_h2(kPairs[i]), s);
+    // __hmul2_rn: the product is rounded to fp16 on its own; nvcc would otherwise contract it with the add
+    // below into one HFMA2 (one rounding), which differs from the reference where (c - 8) * s lies near .5
+    __half2 p = __hmul2_rn(as_h2(kPairs[i]), s);
     if (i == 0 || !small) p = __hmin2(__hmax2(p, lo), hi);
     q[i] = h2_bits(__hadd2(p, magic));
   }
