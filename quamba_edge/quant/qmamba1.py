@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .. import ops
-from ..ops import kernel_dispatch  # the 8 kernel-backed ops: CUDA kernels when on
+from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
 from ..models import ssm as fp_ssm
 from ..models.config import MambaConfig
 from .gptq import GPTQResult
