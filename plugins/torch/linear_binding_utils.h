@@ -3,6 +3,7 @@
 #pragma once
 
 #include "m2_binding_utils.h"
+#include "quamba_kernels/dtype_codes.h"
 
 #include <optional>
 
@@ -60,12 +61,39 @@ inline int y_code(const at::Tensor& y, bool has_out_scale) {
   switch (y.scalar_type()) {
     case at::kChar:
       QM2_CHECK(has_out_scale, "an int8 y needs out_scale");
-      return 3;
-    case at::kFloat: return 0;
-    case at::kHalf: return 1;
+      return QUAMBA_DT_I8;
+    case at::kFloat: return QUAMBA_DT_F32;
+    case at::kHalf: return QUAMBA_DT_F16;
     default: QM2_CHECK(false, "y must be int8, float32 or float16, got ", c10::toString(y.scalar_type()));
   }
   return 0;
+}
+
+// The output fields every linear params struct shares: y, its dtype code and row stride.
+template <class P>
+void set_y(P& p, int y_dtype, const Rows& r) {
+  p.y_dtype = y_dtype;
+  p.y = r.y.data_ptr();
+  p.y_row_stride = r.y.stride(0);
+}
+
+// The int8 output's scales of the A8 linears: (tensor, stride) checked against N, or none for a float y.
+struct OutScale {
+  at::Tensor t;
+  int stride = 0;
+};
+
+inline OutScale out_scale(int y_dtype, const std::optional<at::Tensor>& s, int64_t n, const at::Tensor& x) {
+  if (y_dtype != QUAMBA_DT_I8) return {};
+  const auto ts = row_scale(*s, n, x, "out_scale");
+  return {ts.first, ts.second};
+}
+
+template <class P>
+void set_out_scale(P& p, const OutScale& os) {
+  if (!os.t.defined()) return;
+  p.out_scale = os.t.data_ptr<float>();
+  p.out_scale_stride = os.stride;
 }
 
 }  // namespace quamba_lin

@@ -33,9 +33,7 @@ void w4a16_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tens
   p.scale_row_stride = scale.stride(0);
   p.group_size = static_cast<int>(gs);
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
-  p.y_dtype = yd;
-  p.y = r.y.data_ptr();
-  p.y_row_stride = r.y.stride(0);
+  quamba_lin::set_y(p, yd, r);
   quamba_torch::check_cuda(quamba_w4a16_linear(&p, quamba_torch::stream()),
                            "w4a16_linear (K % 32 == 0, group_size % 32 == 0 or >= K, 16-byte aligned rows needed)");
 }

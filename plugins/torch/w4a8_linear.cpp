@@ -23,8 +23,7 @@ void w4a8_linear(const at::Tensor& x_q, const at::Tensor& x_scale, const at::Ten
   QM2_CHECK(sc.second == 1 || n == 1, "s_channel must have N values");
   const at::Tensor b = quamba_lin::opt_bias(bias, n, x_q);
   const int yd = quamba_lin::y_code(y, out_scale.has_value());
-  std::pair<at::Tensor, int> os;
-  if (yd == QUAMBA_DT_I8) os = quamba_lin::row_scale(*out_scale, n, x_q, "out_scale");
+  const quamba_lin::OutScale os = quamba_lin::out_scale(yd, out_scale, n, x_q);
   if (r.m == 0) return;
   c10::cuda::CUDAGuard guard(x_q.device());
   QuambaW4A8LinearParams p{};
@@ -41,13 +40,8 @@ void w4a8_linear(const at::Tensor& x_q, const at::Tensor& x_scale, const at::Ten
   p.group_size = static_cast<int>(gs);
   p.s_channel = sc.first.data_ptr<float>();
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
-  if (yd == QUAMBA_DT_I8) {
-    p.out_scale = os.first.data_ptr<float>();
-    p.out_scale_stride = os.second;
-  }
-  p.y_dtype = yd;
-  p.y = r.y.data_ptr();
-  p.y_row_stride = r.y.stride(0);
+  quamba_lin::set_out_scale(p, os);
+  quamba_lin::set_y(p, yd, r);
   quamba_torch::check_cuda(quamba_w4a8_linear(&p, quamba_torch::stream()),
                            "w4a8_linear (K % 32 == 0, group_size % 32 == 0 or >= K, 16-byte aligned rows needed)");
 }

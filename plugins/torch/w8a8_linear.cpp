@@ -19,8 +19,7 @@ void w8a8_linear(const at::Tensor& x_q, const at::Tensor& x_scale, const at::Ten
   const auto ws = quamba_lin::row_scale(w_scale, n, x_q, "w_scale");
   const at::Tensor b = quamba_lin::opt_bias(bias, n, x_q);
   const int yd = quamba_lin::y_code(y, out_scale.has_value());
-  std::pair<at::Tensor, int> os;
-  if (yd == QUAMBA_DT_I8) os = quamba_lin::row_scale(*out_scale, n, x_q, "out_scale");
+  const quamba_lin::OutScale os = quamba_lin::out_scale(yd, out_scale, n, x_q);
   if (r.m == 0) return;
   c10::cuda::CUDAGuard guard(x_q.device());
   QuambaW8A8LinearParams p{};
@@ -35,13 +34,8 @@ void w8a8_linear(const at::Tensor& x_q, const at::Tensor& x_scale, const at::Ten
   p.w_scale = ws.first.data_ptr<float>();
   p.w_scale_stride = ws.second;
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
-  if (yd == QUAMBA_DT_I8) {
-    p.out_scale = os.first.data_ptr<float>();
-    p.out_scale_stride = os.second;
-  }
-  p.y_dtype = yd;
-  p.y = r.y.data_ptr();
-  p.y_row_stride = r.y.stride(0);
+  quamba_lin::set_out_scale(p, os);
+  quamba_lin::set_y(p, yd, r);
   quamba_torch::check_cuda(quamba_w8a8_linear(&p, quamba_torch::stream()),
                            "w8a8_linear");
 }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -40,6 +43,25 @@ def run_poisoned(fn: Callable[..., None], like: Sequence[tuple[tuple[int, ...], 
         else:
             assert torch.equal(a, b), f"output {i}: {int((a != b).sum())} elements not written (sentinel left)"
     return runs[0]
+
+
+def assert_calls_raise(op: str, setup: str) -> None:
+    """Every call in ``bad`` (a list of argument tuples that ``setup``, Python source, defines after
+    ``import torch`` and ``ops = kernels.load()``) of ``torch.ops.quamba_kernels.<op>`` must raise RuntimeError
+    with a message. Runs in a subprocess: a crash in a binding must not take the whole test session down."""
+    script = (f"import torch\nfrom quamba_edge import kernels\nops = kernels.load()\ndev = 'cuda'\n{setup}\n"
+              f"for i, args in enumerate(bad):\n"
+              f"    try:\n"
+              f"        ops.{op}(*args)\n"
+              f"        torch.cuda.synchronize()\n"
+              f"    except RuntimeError as e:\n"
+              f"        print(i, 'raised:', str(e).splitlines()[0])\n"
+              f"    else:\n"
+              f"        raise SystemExit(f'case {{i}} did not raise')\n"
+              f"print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout, r.stderr[-3000:])
 
 
 def assert_int8_close(out: torch.Tensor, ref: torch.Tensor, name: str = "", max_lsb: int = 1) -> None:

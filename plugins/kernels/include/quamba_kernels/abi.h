@@ -1,7 +1,8 @@
 /* Shared conventions of the plain C ABI of quamba_kernels (no torch, no TensorRT).
  *
  * Every op header (<op>.h, named after quamba_edge/ops/<op>.py):
- *   - is C-callable (extern "C"), includes only this header (and through it <cuda_runtime.h>, <stdint.h>);
+ *   - is C-callable (extern "C"), includes only this header (and through it <cuda_runtime.h>, <stdint.h>)
+ *     and, where it takes several dtypes, dtype_codes.h;
  *   - exposes `cudaError_t quamba_<op>(const Quamba<Op>Params* p, cudaStream_t stream)` (or explicit
  *     arguments): raw device pointers, shapes and element strides (int64), fp32 scales (host values or
  *     device pointers as the header says), the stream. The call only enqueues work; it returns the launch

@@ -17,14 +17,7 @@
 
 #include "quamba_kernels/abi.h"
 
-#ifndef QUAMBA_DT_F32
-#define QUAMBA_DT_F32 0
-#define QUAMBA_DT_F16 1
-#define QUAMBA_DT_BF16 2
-#endif
-#ifndef QUAMBA_DT_I8
-#define QUAMBA_DT_I8 3
-#endif
+#include "quamba_kernels/dtype_codes.h"
 
 QUAMBA_EXTERN_C_BEGIN
 
