@@ -87,9 +87,7 @@ struct W4A8 {
   }
 
   __device__ static __forceinline__ void store(const Params& p, int acc, int row, int64_t token) {
-    const float y = int_epilogue(acc, __ldg(p.x_scale), __ldg(p.s_channel + row), p.bias, row);
-    const float os = p.y_dtype == QUAMBA_DT_I8 ? __ldg(p.out_scale + row * p.out_scale_stride) : 1.0f;
-    store_y(p.y, token * p.y_row_stride + row, p.y_dtype, y, os);
+    a8_store(p, acc, row, token, __ldg(p.s_channel + row));
   }
 };
 

@@ -363,6 +363,14 @@ cudaError_t launch_gemv(const typename F::Params& p, cudaStream_t stream) {
   return p.m <= 8 ? launch_gemv_nt<F, 1>(p, stream) : launch_gemv_nt<F, 2>(p, stream);
 }
 
+// The A8 formats' epilogue of one output (int_epilogue, then store_y with the row's output scale).
+template <class P>
+__device__ __forceinline__ void a8_store(const P& p, int acc, int row, int64_t token, float w_scale) {
+  const float y = int_epilogue(acc, __ldg(p.x_scale), w_scale, p.bias, row);
+  const float os = p.y_dtype == QUAMBA_DT_I8 ? __ldg(p.out_scale + row * p.out_scale_stride) : 1.0f;
+  store_y(p.y, token * p.y_row_stride + row, p.y_dtype, y, os);
+}
+
 // Host side: a pointer and row stride (bytes) fit for the 16-byte vector loads.
 inline bool aligned16(const void* ptr, int64_t row_stride_bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && row_stride_bytes % 16 == 0;
