@@ -8,7 +8,7 @@
 // (k-step base + t * chunk) and, for its token row g, the activation bytes at the same K positions. The
 // reduction over K does not care in which order the K positions enter an mma, so each lane feeds its own
 // contiguous chunk into the fragment slots the PTX layout assigns to it: the weights need no repacking and
-// every weight byte is read exactly once, with 16-byte loads, coalesced per 4 lanes.
+// every weight byte is read exactly once, with 16-byte copies, coalesced per 4 lanes.
 // The K range is split over the warps of a block (no atomics: the int32 partial sums are added in shared
 // memory, exact in any order); the weights stream through cp.async rings in shared memory (gemv_kernel).
 #pragma once
@@ -29,10 +29,6 @@ constexpr int kWarps = 8;          // warps per block: they split K
 constexpr int kTileRows = 16;      // output features per block (the mma's M)
 constexpr int kThreads = 32 * kWarps;
 
-struct Frag4 {
-  uint32_t r[4];
-};
-
 // D = A(16x32 int8, row) * B(32x8 int8, col) + C, exact int32.
 __device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -49,15 +45,7 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Weights are read once: bypass L1 (the activations, re-read by every block, keep it).
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
+// Activations: re-read by every block, so they go through L1 (the weights stream through cp.async).
 __device__ __forceinline__ uint4 ld_cached(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
 
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
