@@ -8,9 +8,24 @@
 //     (c - 8) and each step's partial sum is scaled in fp32 (the reference's product up to summation order);
 //   other multiples of 32: the four lanes of an mma hold different groups, so each lane scales its codes
 //     before the mma, fp16((c - 8) * s) (Marlin's rounding: 2^-11 relative per weight, inside fp16 tolerance).
+//
+// M > 16 (prefill): the tiled GEMM of linear_gemm.cuh, k-tiles of 64 K positions (128 bytes of fp16 activations,
+// 32 bytes of codes per weight row). Activation fragments by ldmatrix: at k-step s (16 positions) lane t holds
+// positions 2t, 2t+1 (chunk 2s) and 8+2t, 9+2t (chunk 2s + 1) = byte t of words 2s and 2s + 1 of weight row g's
+// 32 code bytes; one LDS.128 per two k-steps (a broadcast to the row's four lanes), then per byte a PRMT, a LOP3
+// and an HSUB2 make the exact fp16 pair (c - 8) of its two codes.
+//   group_size % 64 == 0 (or one group per row): a k-tile lies in one group, so the exact codes accumulate into a
+//     per-group fp32 partial sum (its own mma accumulators), folded into the output with one fp32 FMA by the
+//     column's group scale at the group's end: the reference's fp32 product up to summation order;
+//   other multiples of 32: each 32-position half of a k-tile has its own group per weight row, and the lane
+//     scales its codes before the mma, fp16((c - 8) * s), as the GEMV does.
+//   big:   128 x 128 tile, 8 warps of 64 x 32 (2 x 4): 64 + 64 fp32 accumulators (output + group partial) per
+//          lane, so one block of 256 threads per SM; 4 stages x 20 KiB.
+//   small: 64 x 64, 4 warps of 32 x 32, 4 stages x 10 KiB (when big tiles would leave SMs idle).
 #include "quamba_kernels/w4a16_linear.h"
 
 #include "quamba_kernels/linear_common.cuh"
+#include "quamba_kernels/linear_gemm.cuh"
 
 namespace quamba {
 namespace {
@@ -121,6 +136,199 @@ struct W4A16 {
   }
 };
 
+// Exact fp16 pair {c_lo - 8, c_hi - 8} of the two codes of byte t of w (u = {byte t of w, ., byte t of w >> 4, .}
+// after the PRMT: OR-ing each low nibble into the mantissa of 1024.0 gives 1024 + c exactly).
+__device__ __forceinline__ uint32_t w4_pair_f16(uint32_t w, uint32_t sel) {
+  const uint32_t u = prmt(w, w >> 4, sel);
+  return h2_bits(__hsub2(as_h2(lop3_and_or(u, 0x000F000Fu, 0x64006400u)), as_h2(0x64086408u)));  // - 1032
+}
+
+// GEMM policy (linear_gemm.cuh). kExact: group_size % 64 == 0 or one group per row (exact codes, per-group
+// fp32 scaling); else prescaled fp16 weights.
+template <class Tl, bool kExact>
+struct W4A16Gemm {
+  using Params = QuambaW4A16LinearParams;
+  using T = Tl;
+  static constexpr int kBRowBytes = 32;  // 64 codes
+  static constexpr int MT = T::kMT, NT = T::kNT;
+  static constexpr int kPM = kExact ? MT : 1;  // group partial sums (exact mode)
+
+  __device__ static const void* x_ptr(const Params& p) { return p.x; }
+  __device__ static int64_t x_row_bytes(const Params& p) { return 2 * p.x_row_stride; }
+  __device__ static int x_kbytes(const Params& p) { return 2 * p.k; }
+  __device__ static const void* w_ptr(const Params& p) { return p.qweight; }
+  __device__ static int64_t w_row_bytes(const Params& p) { return p.w_row_stride; }
+  __device__ static int w_kbytes(const Params& p) { return p.k / 2; }
+
+  float acc[MT][NT][4];
+  float part[kPM][NT][4];
+  // exact: scales (fp32) of this lane's output columns (2t, 2t + 1 of each n8 tile) for the current group;
+  // prescaled: scales (fp16 bits, both halves) of this lane's weight rows (g of each n8 tile) for the two
+  // 32-position halves of the current k-tile
+  uint32_t sc[NT][2];
+  gemm::AFrag<T> af;
+  const uint16_t* srow;  // exact: scale row of column 2t of n8 tile 0; prescaled: of weight row g of n8 tile 0
+  int64_t s_row;         // the scale row stride (elements)
+  uint32_t nin;          // exact: bit 2 nt + i = column 2t + i of tile nt exists; prescaled: bit nt = row exists
+  uint32_t b_row_off;
+  int b_x;
+  uint32_t sel;  // PRMT selector: byte t of w -> byte 0, byte t of w >> 4 -> byte 2
+  int k, group_size, tiles_per_group, gtile, grp;
+
+  __device__ __forceinline__ W4A16Gemm(const Params& p, int64_t, int n0)
+      : af(gemm::WarpPos::make<T>()), s_row(p.scale_row_stride), k(p.k),
+        group_size(p.group_size >= p.k ? p.k : p.group_size), gtile(0), grp(0) {
+    const gemm::WarpPos w = gemm::WarpPos::make<T>();
+    tiles_per_group = group_size >= p.k ? 0x7fffffff : group_size / 64;  // exact mode only
+    const int col = n0 + w.wn * T::kWN + (kExact ? 2 * w.t : w.g);
+    nin = 0;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (kExact) {
+        nin |= (col + nt * 8 < p.n ? 1u : 0u) << (2 * nt);
+        nin |= (col + nt * 8 + 1 < p.n ? 1u : 0u) << (2 * nt + 1);
+      } else {
+        nin |= (col + nt * 8 < p.n ? 1u : 0u) << nt;
+      }
+    }
+    srow = p.scale + static_cast<int64_t>(nin & 1u ? col : 0) * p.scale_row_stride;
+    b_row_off = static_cast<uint32_t>((w.wn * T::kWN + w.g) * kBRowBytes);
+    b_x = (w.g >> 2) & 1;
+    sel = static_cast<uint32_t>(w.t | ((4 + w.t) << 8));
+    if (kExact) {
+      fetch_cols(0);
+    } else {
+      fetch_rows(sc, 0);
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+      }
+    }
+    zero_part();
+  }
+
+  __device__ __forceinline__ void zero_part() {
+#pragma unroll
+    for (int mt = 0; mt < kPM; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) part[mt][nt][i] = 0.0f;
+      }
+    }
+  }
+
+  // exact: the column scales of group g (columns past N: 0)
+  __device__ __forceinline__ void fetch_cols(int g) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const bool ok = (nin >> (2 * nt + i)) & 1u;
+        sc[nt][i] = __float_as_uint(ok ? f16_bits_to_f32(__ldg(srow + (nt * 8 + i) * s_row + g)) : 0.0f);
+      }
+    }
+  }
+
+  // prescaled: the row scales of k-tile kt's two halves (rows past N: 0; halves past K: group 0)
+  __device__ __forceinline__ void fetch_rows(uint32_t (&dst)[NT][2], int kt) const {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int kk = kt * 64 + 32 * h;
+      const int g = kk < k ? kk / group_size : 0;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint32_t b = (nin >> nt) & 1u ? __ldg(srow + nt * 8 * s_row + g) : 0u;
+        dst[nt][h] = b * 0x10001u;
+      }
+    }
+  }
+
+  __device__ __forceinline__ void compute(uint32_t sA, uint32_t sB, int kt, int KT) {
+    uint32_t next[NT][2];
+    if (!kExact) fetch_rows(next, kt + 1 < KT ? kt + 1 : kt);  // in flight during this k-tile
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {  // pairs of k-steps: one 16-byte chunk of every weight row
+      uint4 v[NT];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        v[nt] = gemm::lds128(sB + b_row_off + static_cast<uint32_t>(nt * 8 * kBRowBytes + ((j ^ b_x) << 4)));
+      }
+#pragma unroll
+      for (int s2 = 0; s2 < 2; ++s2) {
+        const int s = 2 * j + s2;  // k-step of 16: codes 16s..16s+15 = words 2s, 2s + 1 of the row
+        uint32_t b[NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          b[nt][0] = w4_pair_f16(s2 ? v[nt].z : v[nt].x, sel);
+          b[nt][1] = w4_pair_f16(s2 ? v[nt].w : v[nt].y, sel);
+          if (!kExact) {
+            b[nt][0] = h2_bits(__hmul2(as_h2(b[nt][0]), as_h2(sc[nt][j])));
+            b[nt][1] = h2_bits(__hmul2(as_h2(b[nt][1]), as_h2(sc[nt][j])));
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          uint32_t a[4];
+          af.load(a, sA, mt, s);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            if constexpr (kExact) {
+              mma_f16(part[mt][nt], a, b[nt][0], b[nt][1]);
+            } else {
+              mma_f16(acc[mt][nt], a, b[nt][0], b[nt][1]);
+            }
+          }
+        }
+      }
+    }
+    if constexpr (!kExact) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        sc[nt][0] = next[nt][0];
+        sc[nt][1] = next[nt][1];
+      }
+    } else if (++gtile == tiles_per_group || kt + 1 == KT) {
+      // a group's last k-tile: acc += partial * scale (fp32) per column, then the next group's scales
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            acc[mt][nt][i] = fmaf(part[mt][nt][i], __uint_as_float(sc[nt][i & 1]), acc[mt][nt][i]);
+          }
+        }
+      }
+      zero_part();
+      gtile = 0;
+      if (kt + 1 < KT) fetch_cols(++grp);
+    }
+  }
+
+  struct Col {
+    struct State {
+      float bias;
+    };
+    const float* bias;
+    __device__ __forceinline__ State at(int n) const { return State{bias != nullptr ? __ldg(bias + n) : 0.0f}; }
+    __device__ __forceinline__ float value(float acc, const State& s) const { return bias != nullptr ? acc + s.bias : acc; }
+    __device__ __forceinline__ float quant_scale(const State&) const { return 1.0f; }
+  };
+
+  __device__ __forceinline__ void epilogue(const Params& p, int64_t m0, int n0, bool pairs) const {
+    Col col{p.bias};
+    gemm::store_tile<T>(acc, col, p.y, p.y_row_stride, p.y_dtype, p.m, p.n, m0, n0, pairs);
+  }
+};
+
+using BigTile = gemm::Tiling<128, 128, 2, 4, 4, 1>;
+using SmallTile = gemm::Tiling<64, 64, 2, 2, 4, 3>;
+
 }  // namespace
 }  // namespace quamba
 
@@ -132,6 +340,13 @@ extern "C" QUAMBA_API cudaError_t quamba_w4a16_linear(const QuambaW4A16LinearPar
   QUAMBA_CHECK_ARG(p->w_row_stride >= p->k / 2 && p->scale_row_stride >= (p->k + p->group_size - 1) / p->group_size);
   QUAMBA_CHECK_ARG(lin::aligned16(p->x, p->x_row_stride * 2) && lin::aligned16(p->qweight, p->w_row_stride));
   QUAMBA_CHECK_ARG(p->y_dtype == QUAMBA_DT_F32 || p->y_dtype == QUAMBA_DT_F16);
+  if (p->m > 16) {
+    const bool pairs = lin::gemm::pair_stores(p->y, p->y_dtype, p->y_row_stride);
+    if (p->group_size >= p->k || p->group_size % 64 == 0) {
+      return lin::gemm::launch<W4A16Gemm<BigTile, true>, W4A16Gemm<SmallTile, true>>(*p, pairs, stream);
+    }
+    return lin::gemm::launch<W4A16Gemm<BigTile, false>, W4A16Gemm<SmallTile, false>>(*p, pairs, stream);
+  }
   if (p->group_size >= p->k || p->group_size % 128 == 0) return lin::launch_gemv<W4A16<true>>(*p, stream);
   return lin::launch_gemv<W4A16<false>>(*p, stream);
 }

@@ -6,9 +6,22 @@
 // token row g. The int4 -> int8 step of the reference (an fp16 multiply by the group scale, rounded half to
 // even, saturated) is done once per lane and group as a 16-entry table (w4a8_lut) and applied with byte
 // permutes (w4a8_lookup), so the int8 weights are bit-identical to the reference's and the int32 sums exact.
+//
+// M > 16 (prefill): the tiled GEMM of linear_gemm.cuh with the same int4 -> int8 conversion in registers. A
+// k-tile is 128 K positions (one group for group_size % 128 == 0 or one group per row: one table per lane and
+// weight row per k-tile, from scales fetched a k-tile ahead; other group sizes rebuild the tables per k-step of
+// 32). Activation fragments: ldmatrix (k-step s = chunks 2s, 2s + 1: lane t holds K positions 4t..4t+3 and
+// 16+4t..16+4t+3). Lane (g, t) needs the codes of the same positions of weight row g: halfword t of each
+// 8-byte half of the row's 16-byte chunk s, so one LDS.128 (the four lanes of a row read the same address,
+// a broadcast) and three byte permutes give the packed word that w4a8_lookup turns into b0, b1.
+//   big:   128 x 128 tile, 4 warps of 128 x 32 (1 x 4): each weight code is converted exactly once per block
+//          (a 2 x 2 warp grid would convert every code twice); per lane and k-tile ~ 4 tables (~150
+//          instructions) + 16 lookups (~220) for 128 mmas per warp; 4 stages x 24 KiB: 2 blocks per SM on sm_90.
+//   small: 64 x 64, 4 warps of 64 x 16, 4 stages x 12 KiB (when big tiles would leave SMs idle).
 #include "quamba_kernels/w4a8_linear.h"
 
 #include "quamba_kernels/linear_common.cuh"
+#include "quamba_kernels/linear_gemm.cuh"
 
 namespace quamba {
 namespace {
@@ -91,6 +104,117 @@ struct W4A8 {
   }
 };
 
+// GEMM policy (linear_gemm.cuh). kTileGroups: a k-tile of 128 lies in one group (group_size % 128 == 0 or one
+// group per row); else each k-step of 32 has its own group (group_size % 32 == 0).
+template <class Tl, bool kTileGroups>
+struct W4A8Gemm {
+  using Params = QuambaW4A8LinearParams;
+  using T = Tl;
+  static constexpr int kBRowBytes = 64;  // 128 codes
+  static constexpr int MT = T::kMT, NT = T::kNT;
+  static constexpr int kG = kTileGroups ? 1 : 4;  // group scales per weight row and k-tile
+
+  __device__ static const void* x_ptr(const Params& p) { return p.x; }
+  __device__ static int64_t x_row_bytes(const Params& p) { return p.x_row_stride; }
+  __device__ static int x_kbytes(const Params& p) { return p.k; }
+  __device__ static const void* w_ptr(const Params& p) { return p.qweight; }
+  __device__ static int64_t w_row_bytes(const Params& p) { return p.w_row_stride; }
+  __device__ static int w_kbytes(const Params& p) { return p.k / 2; }
+
+  int acc[MT][NT][4];
+  uint16_t sc[NT][kG];  // group scales (fp16 bits) of this lane's weight rows for the current k-tile
+  gemm::AFrag<T> af;
+  const uint16_t* srow;  // group-scale row of weight row nt = 0 of this lane (n0 + wn * WN + g)
+  int64_t s_step;        // 8 rows of group scales
+  uint32_t nin;          // bit nt: weight row of n8 tile nt exists
+  uint32_t b_row_off;    // this lane's weight row (g) in the tile
+  int b_x;               // its swizzle term ((g / 2) % 4)
+  uint32_t sel;          // PRMT selector of halfword t of an 8-byte pair
+  int k, group_size;
+
+  __device__ __forceinline__ W4A8Gemm(const Params& p, int64_t, int n0)
+      : af(gemm::WarpPos::make<T>()), k(p.k), group_size(p.group_size >= p.k ? p.k : p.group_size) {
+    const gemm::WarpPos w = gemm::WarpPos::make<T>();
+    const int row = n0 + w.wn * T::kWN + w.g;
+    nin = 0;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) nin |= (row + nt * 8 < p.n ? 1u : 0u) << nt;
+    srow = p.s_group + static_cast<int64_t>(nin & 1u ? row : 0) * p.s_group_row_stride;
+    s_step = 8 * p.s_group_row_stride;
+    b_row_off = static_cast<uint32_t>((w.wn * T::kWN + w.g) * kBRowBytes);
+    b_x = (w.g >> 1) & 3;
+    sel = static_cast<uint32_t>((2 * w.t) | ((2 * w.t + 1) << 4));
+    fetch(sc, 0);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
+      }
+    }
+  }
+
+  // Group scales of k-tile kt (rows past N: 0, a table of zeros; k-steps past K: group 0, against zero
+  // activations).
+  __device__ __forceinline__ void fetch(uint16_t (&dst)[NT][kG], int kt) const {
+#pragma unroll
+    for (int j = 0; j < kG; ++j) {
+      const int kk = kt * 128 + 32 * j;
+      const int grp = kk < k ? kk / group_size : 0;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) dst[nt][j] = (nin >> nt) & 1u ? __ldg(srow + nt * s_step + grp) : 0;
+    }
+  }
+
+  __device__ __forceinline__ void compute(uint32_t sA, uint32_t sB, int kt, int KT) {
+    uint16_t next[NT][kG];
+    fetch(next, kt + 1 < KT ? kt + 1 : kt);  // in flight during this k-tile
+    Lut16 lut[NT];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {  // k-steps of 32
+      if (s == 0 || !kTileGroups) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) lut[nt] = w4a8_lut(sc[nt][kTileGroups ? 0 : s]);
+      }
+      uint32_t b[NT][2];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint4 v = gemm::lds128(sB + b_row_off + static_cast<uint32_t>(nt * 8 * kBRowBytes + ((s ^ b_x) << 4)));
+        // halfword t of each 8-byte half: codes 4t..4t+3 (-> b0) and 16+4t..16+4t+3 (-> b1) of the k-step
+        const uint32_t wd = prmt(prmt(v.x, v.y, sel), prmt(v.z, v.w, sel), 0x5410);
+        w4a8_lookup(lut[nt], wd, b[nt][0], b[nt][1]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint32_t a[4];
+        af.load(a, sA, mt, s);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mma_s8(acc[mt][nt], a, b[nt][0], b[nt][1]);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int j = 0; j < kG; ++j) sc[nt][j] = next[nt][j];
+    }
+  }
+
+  __device__ __forceinline__ void epilogue(const Params& p, int64_t m0, int n0, bool pairs) const {
+    gemm::IntCol col;
+    col.x_scale = __ldg(p.x_scale);
+    col.w_scale = p.s_channel;
+    col.w_scale_stride = 1;
+    col.bias = p.bias;
+    col.out_scale = p.y_dtype == QUAMBA_DT_I8 ? p.out_scale : nullptr;
+    col.out_scale_stride = p.out_scale_stride;
+    gemm::store_tile<T>(acc, col, p.y, p.y_row_stride, p.y_dtype, p.m, p.n, m0, n0, pairs);
+  }
+};
+
+using BigTile = gemm::Tiling<128, 128, 1, 4, 4, 2>;
+using SmallTile = gemm::Tiling<64, 64, 1, 4, 4, 3>;
+
 }  // namespace
 }  // namespace quamba
 
@@ -105,5 +229,12 @@ extern "C" QUAMBA_API cudaError_t quamba_w4a8_linear(const QuambaW4A8LinearParam
   QUAMBA_CHECK_ARG(p->y_dtype == QUAMBA_DT_I8 || p->y_dtype == QUAMBA_DT_F32 || p->y_dtype == QUAMBA_DT_F16);
   QUAMBA_CHECK_ARG(p->y_dtype != QUAMBA_DT_I8 ||
                    (p->out_scale != nullptr && (p->out_scale_stride == 0 || p->out_scale_stride == 1)));
+  if (p->m > 16) {
+    const bool pairs = lin::gemm::pair_stores(p->y, p->y_dtype, p->y_row_stride);
+    if (p->group_size >= p->k || p->group_size % 128 == 0) {
+      return lin::gemm::launch<W4A8Gemm<BigTile, true>, W4A8Gemm<SmallTile, true>>(*p, pairs, stream);
+    }
+    return lin::gemm::launch<W4A8Gemm<BigTile, false>, W4A8Gemm<SmallTile, false>>(*p, pairs, stream);
+  }
   return lin::launch_gemv<W4A8>(*p, stream);
 }

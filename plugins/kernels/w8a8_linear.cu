@@ -6,9 +6,20 @@
 // m16n8k32 mmas consume them. Exact int32 sums, so the int8 / fp32 outputs equal the reference bit for bit.
 // K % 16 != 0 or rows not 16-byte aligned (small layers such as a tiny model's dt_proj): the same kernel
 // gathers each chunk byte by byte, zero past K.
+//
+// M > 16 (prefill), K % 16 == 0, aligned rows: the tiled GEMM of linear_gemm.cuh. Both operands are int8 rows,
+// so the weight fragments come from ldmatrix like the activations'; m16n8k32 s8 mmas, exact int32 sums, the
+// same epilogue operations (IntCol = int_epilogue + store_y): outputs equal the GEMV's and the reference's.
+//   big:   128 x 128 tile, 4 warps of 64 x 64 (128 int32 accumulators per lane; per k-step 8 ldmatrix.x4 feed
+//          32 mmas), 3 stages x 32 KiB: 2 blocks per SM on sm_90 (one's epilogue overlaps the other's main
+//          loop), 1 on sm_87 (164 KiB shared). Shared traffic per k-tile: 32 KiB written, 64 KiB read by
+//          ldmatrix, for 512 mmas.
+//   small: 64 x 64, 4 warps of 32 x 32, 4 stages x 16 KiB: when the big tiles would not give every SM a block.
+// Other K / alignments stay on the GEMV for every M (meant for small layers).
 #include "quamba_kernels/w8a8_linear.h"
 
 #include "quamba_kernels/linear_common.cuh"
+#include "quamba_kernels/linear_gemm.cuh"
 
 namespace quamba {
 namespace {
@@ -96,6 +107,81 @@ struct W8A8 {
   }
 };
 
+// GEMM policy (linear_gemm.cuh): int8 weight rows of 128 bytes per k-tile, fragments by ldmatrix.
+template <class Tl>
+struct W8A8Gemm {
+  using Params = QuambaW8A8LinearParams;
+  using T = Tl;
+  static constexpr int kBRowBytes = 128;
+  static constexpr int MT = T::kMT, NT = T::kNT;
+  static_assert(NT % 2 == 0, "one ldmatrix.x4 = two n8 tiles");
+
+  __device__ static const void* x_ptr(const Params& p) { return p.x; }
+  __device__ static int64_t x_row_bytes(const Params& p) { return p.x_row_stride; }
+  __device__ static int x_kbytes(const Params& p) { return p.k; }
+  __device__ static const void* w_ptr(const Params& p) { return p.w; }
+  __device__ static int64_t w_row_bytes(const Params& p) { return p.w_row_stride; }
+  __device__ static int w_kbytes(const Params& p) { return p.k; }
+
+  int acc[MT][NT][4];
+  gemm::AFrag<T> af;
+  uint32_t b_row_off;  // weight ldmatrix.x4 rows: lanes 0-15 -> n8 tile 2j, 16-31 -> 2j + 1 (rows lane % 8)
+  int b_x, b_h;        // swizzle term (lane % 8) and chunk half ((lane / 8) % 2)
+
+  __device__ __forceinline__ W8A8Gemm(const Params&, int64_t, int)
+      : af(gemm::WarpPos::make<T>()) {
+    const gemm::WarpPos w = gemm::WarpPos::make<T>();
+    b_row_off = static_cast<uint32_t>((w.wn * T::kWN + (w.lane & 7) + ((w.lane >> 4) << 3)) * kBRowBytes);
+    b_x = w.lane & 7;
+    b_h = (w.lane >> 3) & 1;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
+      }
+    }
+  }
+
+  __device__ __forceinline__ void compute(uint32_t sA, uint32_t sB, int, int) {
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {  // k-steps of 32
+      uint32_t b[NT][2];
+#pragma unroll
+      for (int j = 0; j < NT / 2; ++j) {
+        uint32_t r[4];
+        gemm::ldsm_x4(r, sB + b_row_off + static_cast<uint32_t>(j * 16 * kBRowBytes + (((2 * s + b_h) ^ b_x) << 4)));
+        b[2 * j][0] = r[0];
+        b[2 * j][1] = r[1];
+        b[2 * j + 1][0] = r[2];
+        b[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint32_t a[4];
+        af.load(a, sA, mt, s);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mma_s8(acc[mt][nt], a, b[nt][0], b[nt][1]);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void epilogue(const Params& p, int64_t m0, int n0, bool pairs) const {
+    gemm::IntCol col;
+    col.x_scale = __ldg(p.x_scale);
+    col.w_scale = p.w_scale;
+    col.w_scale_stride = p.w_scale_stride;
+    col.bias = p.bias;
+    col.out_scale = p.y_dtype == QUAMBA_DT_I8 ? p.out_scale : nullptr;
+    col.out_scale_stride = p.out_scale_stride;
+    gemm::store_tile<T>(acc, col, p.y, p.y_row_stride, p.y_dtype, p.m, p.n, m0, n0, pairs);
+  }
+};
+
+using W8A8Big = W8A8Gemm<gemm::Tiling<128, 128, 2, 2, 3, 2>>;
+using W8A8Small = W8A8Gemm<gemm::Tiling<64, 64, 2, 2, 4, 3>>;
+
 }  // namespace
 }  // namespace quamba
 
@@ -109,5 +195,8 @@ extern "C" QUAMBA_API cudaError_t quamba_w8a8_linear(const QuambaW8A8LinearParam
   QUAMBA_CHECK_ARG(p->y_dtype != QUAMBA_DT_I8 ||
                    (p->out_scale != nullptr && (p->out_scale_stride == 0 || p->out_scale_stride == 1)));
   const bool vec = p->k % 16 == 0 && lin::aligned16(p->x, p->x_row_stride) && lin::aligned16(p->w, p->w_row_stride);
+  if (vec && p->m > 16) {
+    return lin::gemm::launch<W8A8Big, W8A8Small>(*p, lin::gemm::pair_stores(p->y, p->y_dtype, p->y_row_stride), stream);
+  }
   return vec ? lin::launch_gemv<W8A8<true>>(*p, stream) : lin::launch_gemv<W8A8<false>>(*p, stream);
 }
