@@ -35,6 +35,8 @@ Case interface (what ``benchmarks/kernels_mamba2.py`` provides through ``cases(o
                time is what reaching those bytes costs on this GPU, DRAM latency and launch included. At
                batch 1 that latency, not bandwidth, bounds a decode step (``ratio_to_state_pass``).
     note       str (optional)
+    flops      int (optional)   arithmetic operations of one call (2 M N K for a GEMM): the row gets
+               ``tops`` (tera-operations per second) too
 
 Callables that take no argument are accepted too. Build all tensors when ``cases`` is called (not inside
 the callables); the callables must only launch work on the current stream (no host synchronisation) so
@@ -406,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
                    speedup_vs_fp16=(r_ms / k_ms) if r_ms else None, floor_ms=floor, ratio_to_floor=k_ms / floor,
                    ratio_to_floor_with_launch=k_ms / max(floor, lf), state_pass_ms=sp_ms,
                    ratio_to_state_pass=(k_ms / sp_ms) if sp_ms else None, note=_get(c, "note", ""))
+        if _get(c, "flops"):
+            row.update(flops=int(_get(c, "flops")), tops=_get(c, "flops") / (k_ms * 1e-3) / 1e12,
+                       fp16_ref_tops=(_get(c, "flops") / (r_ms * 1e-3) / 1e12) if r_ms else None)
         rows.append(row)
         sp = f"{row['speedup_vs_fp16']:8.2f}" if r_ms else f"{'-':>8s}"
         rms = f"{r_ms:9.4f}" if r_ms else f"{'-':>9s}"

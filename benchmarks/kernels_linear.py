@@ -3,10 +3,11 @@
     python benchmarks/kernels.py --only w8a8_linear w4a8_linear w4a16_linear hadamard_out_proj
 
 Every linear of mamba-2.8b, mamba2-2.7b and mamba2-8b, plus the 4096 x 14336 reference shape both ways, at
-M = 1, 4 and 16 token rows (batched decode) and, on three shapes, M = 1024 and 4096 (prefill). The reference
-is what users run: cuBLAS fp16 ``F.linear`` at the same shape, with its fp16 weights rotated over > 2x L2 like
-ours (a decode step finds its weights in DRAM). ``bytes`` = weight + scale bytes + activations read + y
-written. ``hadamard_out_proj`` times the out_proj's online Hadamard + int8 quantization (quant_hadamard)
+M = 1, 4 and 16 token rows (batched decode: the tensor-core GEMV) and M = 1024 and 4096 (prefill: the tiled
+GEMM of linear_gemm.cuh). The reference is what users run: cuBLAS fp16 ``F.linear`` at the same shape, with its
+fp16 weights rotated over > 2x L2 like ours (a decode step finds its weights in DRAM). ``bytes`` = weight +
+scale bytes + activations read + y written. Prefill rows note the tera-operations per second reached
+(2 M N K / time). ``hadamard_out_proj`` times the out_proj's online Hadamard + int8 quantization (quant_hadamard)
 followed by the GEMV, as one op would run it, against the bare GEMV (``reference`` there = the bare GEMV).
 """
 
@@ -39,7 +40,7 @@ def linear_shapes() -> list[tuple[str, str, int, int]]:
     return out
 
 
-PREFILL_SHAPES = {("mamba2-2.7b", "in_proj"), ("mamba2-8b", "out_proj"), ("reference", "4096x14336")}
+PREFILL_SHAPES = None  # every linear shape (a set of (model, layer) keeps only those)
 
 
 def _weights(fmt: str, n: int, k: int) -> dict:
@@ -96,9 +97,11 @@ def _case(ops: Any, fmt: str, model: str, layer: str, n: int, k: int, m: int) ->
         F.linear(x16, w16[i % len(w16)])
 
     shape = f"M={m} N={n} K={k} {layer}" + (" (decode)" if m <= 16 else " (prefill)")
+    path = ("tensor-core GEMV (weights read once per 16 rows)" if m <= 16
+            else f"tiled mma.sync GEMM, {2 * m * n * k / 1e12:.4g} T-ops per call")
     return dict(name=f"{fmt}_linear", model=model, shape=shape, bytes=wb + act_bytes, weight_bytes=wb,
-                kernel=kern, reference=ref, reference_kind="cuBLAS fp16 F.linear",
-                note=("int8 out" if int8_out else "fp16 out") + "; tensor-core GEMV (weights read once per 16 rows)")
+                kernel=kern, reference=ref, reference_kind="cuBLAS fp16 F.linear", flops=2 * m * n * k,
+                note=("int8 out" if int8_out else "fp16 out") + "; " + path)
 
 
 def _keep(name: str, only: list[str] | None) -> bool:
@@ -108,7 +111,7 @@ def _keep(name: str, only: list[str] | None) -> bool:
 def gemv_cases(ops: Any, only: list[str] | None = None) -> list[dict]:
     out = []
     for model, layer, n, k in linear_shapes():
-        ms = DECODE_M + (PREFILL_M if (model, layer) in PREFILL_SHAPES else ())
+        ms = DECODE_M + (PREFILL_M if PREFILL_SHAPES is None or (model, layer) in PREFILL_SHAPES else ())
         for m in ms:
             for fmt in ("w8a8", "w4a8", "w4a16"):
                 if (fmt != "w8a8" and k % 32) or not _keep(f"{fmt}_linear", only):

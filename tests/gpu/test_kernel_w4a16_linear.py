@@ -1,14 +1,16 @@
 """CUDA w4a16_linear against the reference op (quamba_edge/ops/w4a16_linear.py) on the GPU.
 
 The kernel multiplies fp16 activations with the exact fp16 codes (c - 8) on tensor cores (fp32 sums) and scales
-each group's partial sum in fp32: the reference's fp32 result up to the order of additions.
+each group's partial sum in fp32: the reference's fp32 result up to the order of additions. M <= 16 runs the
+GEMV, M > 16 the tiled GEMM (exact codes and per-group fp32 scaling for group_size % 64 == 0 or one group per
+row; else prescaled fp16 weights, as the GEMV for group sizes that are not multiples of 128).
 """
 
 import pytest
 import torch
 
 from gpu_helpers import assert_calls_raise, assert_fp16_close, run_poisoned
-from linear_helpers import DECODE_M, MODEL_SHAPES, WIDE_M, gen, group_count, w4_codes
+from linear_helpers import DECODE_M, GEMM_M, GEMM_NK, MODEL_SHAPES, PREFILL_M, WIDE_M, gen, group_count, w4_codes
 from quamba_edge.ops import w4a16_dequantize
 from quamba_edge.ops import w4a16_linear as ref_linear
 from quamba_edge.quant.packing import pack_int4
@@ -63,12 +65,34 @@ def test_wide_m_and_odd_n(kernels, m, n, k, y_dtype):
 
 @pytest.mark.parametrize("k,group_size", [(32, 128), (96, 0), (160, 128), (384, 256), (1024, 512), (2080, 128),
                                           (64, 32), (288, 32), (640, 64), (4096, 96)])
-@pytest.mark.parametrize("m", [1, 12])
+@pytest.mark.parametrize("m", [1, 12, 40, 300])
 def test_groups_and_tails(kernels, k, group_size, m):
-    """Step groups (group_size % 128 == 0 or per row) and prescaled codes (other multiples of 32)."""
+    """GEMV: step groups (group_size % 128 == 0 or per row) and prescaled codes (other multiples of 32); GEMM
+    (M = 40, 300): exact codes with per-group scaling (group_size % 64 == 0, per row) or prescaled (32, 96)."""
     g = gen("w4a16g", k, group_size, m)
     codes, packed, scale = _weight(72, k, group_size, g)
     _check(kernels, _x(m, k, g), codes, packed, scale, group_size, None, torch.float32)
+
+
+@pytest.mark.parametrize("n,k", GEMM_NK)
+@pytest.mark.parametrize("m", GEMM_M)
+@pytest.mark.parametrize("y_dtype", [torch.float32, torch.float16])
+def test_gemm_m_n_k_tails(kernels, m, n, k, y_dtype):
+    """The GEMM around its tile edges: M tails of 64 / 128-row tiles, odd N, K tails of the 64-position k-tile
+    (the last group of 128 cut to 32); bias on every other case."""
+    g = gen("w4a16gemm", m, n, k, str(y_dtype))
+    codes, packed, scale = _weight(n, k, 128, g)
+    bias = torch.randn(n, device="cuda", generator=g) if (GEMM_M.index(m) + GEMM_NK.index((n, k))) % 2 else None
+    _check(kernels, _x(m, k, g), codes, packed, scale, 128, bias, y_dtype)
+
+
+@pytest.mark.parametrize("model,layer,n,k", MODEL_SHAPES)
+def test_model_shapes_prefill(kernels, model, layer, n, k):
+    """Every linear of the benchmark models at M = 1024 (dt_proj's K = 160: one group per row)."""
+    g = gen("w4a16p", n, k)
+    gs = 128 if k % 128 == 0 else 0
+    codes, packed, scale = _weight(n, k, gs, g)
+    _check(kernels, _x(PREFILL_M, k, g), codes, packed, scale, gs, None, torch.float16)
 
 
 _BAD_ARGS = """
@@ -90,7 +114,11 @@ def test_bad_arguments_raise(kernels):
 
 
 def test_sanitize_w4a16_linear(kernels):
-    for m, n, k in [(1, 40, 160), (13, 24, 288), (20, 17, 128)]:
-        g = gen("w4a16san", m, n, k)
-        codes, packed, scale = _weight(n, k, 128, g)
-        _check(kernels, _x(m, k, g), codes, packed, scale, 128, None, torch.float32)
+    """GEMV calls, GEMM with M / N / K tails (64 x 64 tiles; exact and prescaled codes) and one call on the
+    128 x 128 tiles (257 x 8200: 195 tiles)."""
+    for m, n, k, gs in [(1, 40, 160, 128), (13, 24, 288, 128), (20, 17, 128, 128), (70, 40, 288, 128),
+                        (40, 24, 288, 32), (257, 8200, 160, 128)]:
+        g = gen("w4a16san", m, n, k, gs)
+        codes, packed, scale = _weight(n, k, gs, g)
+        _check(kernels, _x(m, k, g), codes, packed, scale, gs,
+               torch.randn(n, device="cuda", generator=g) if m > 16 else None, torch.float32)

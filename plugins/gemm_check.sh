@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The quantized linears (GEMV for M <= 16, tiled GEMM for M > 16) on a GPU machine, in one command:
+#   1. JIT build + load of the torch extension (prints the linear GEMM kernels' registers / spills),
+#   2. the three linear GPU test files (tests/gpu/test_kernel_{w8a8,w4a8,w4a16}_linear.py), one process each,
+#   3. compute-sanitizer memcheck + racecheck on their *sanitize* tests,
+#   4. benchmarks/kernels.py --only w8a8_linear w4a8_linear w4a16_linear (decode + prefill rows, JSON + plot),
+#   5. a compact table of the prefill rows (M >= 1024) against cuBLAS fp16 F.linear and the targets, last.
+# Logs and results go to $OUT (default ./gemm_check_out).
+# Usage: bash plugins/gemm_check.sh [--skip-tests] [--skip-sanitize] [--skip-bench]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gemm_check_out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+export QUAMBA_KERNELS_BUILD_DIR=${QUAMBA_KERNELS_BUILD_DIR:-/tmp/quamba_kernels_build}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+PY=${PY:-python3}
+SKIP_TESTS=0; SKIP_SAN=0; SKIP_BENCH=0
+for a in "$@"; do case $a in
+  --skip-tests) SKIP_TESTS=1;; --skip-sanitize) SKIP_SAN=1;; --skip-bench) SKIP_BENCH=1;;
+  *) echo "unknown option $a" >&2; exit 2;; esac; done
+status=0
+step() { echo; echo "===== $* ====="; }
+fail() { echo "FAILED: $*"; status=1; }
+summary=()
+
+step "device"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader || true
+$PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
+
+step "torch extension (JIT)"
+t0=$SECONDS
+if $PY -c 'from quamba_edge import kernels; kernels.load(); print("loaded")' >"$OUT/build.log" 2>&1; then
+  echo "extension ok ($((SECONDS - t0)) s)"
+else
+  tail -60 "$OUT/build.log"; fail "extension build"
+fi
+# registers / spills of the linear kernels for this GPU (same flags as the JIT build, plus -Xptxas -v)
+ARCH=$($PY -c 'import torch; m,n=torch.cuda.get_device_capability(); print(f"{m}{n}")')
+for f in w8a8_linear w4a8_linear w4a16_linear; do
+  nvcc -c -std=c++17 -O3 -Iplugins/kernels/include -gencode=arch=compute_$ARCH,code=sm_$ARCH -Xptxas -v \
+    plugins/kernels/$f.cu -o /tmp/gemm_check_$f.o 2>&1 | grep -E "Function properties|registers|spill" \
+    | paste - - - | sed -E 's/ptxas info *: //g; s/Function properties for //; s/_ZN6quamba3lin[^ ]*(gemm_kernel|gemv_kernel)[^ ]*(Tiling[^ ]*|W4A8E|W8A8ILb[01]|W4A16ILb[01])[^ ]*/\1 \2/' \
+    > "$OUT/ptxas_$f.txt"
+  echo "$f (sm_$ARCH):"; sed 's/^/  /' "$OUT/ptxas_$f.txt" | cut -c1-170
+done
+
+if [ $SKIP_TESTS -eq 0 ]; then
+  step "pytest (linear GPU tests)"
+  for f in tests/gpu/test_kernel_w8a8_linear.py tests/gpu/test_kernel_w4a8_linear.py tests/gpu/test_kernel_w4a16_linear.py; do
+    t0=$SECONDS
+    $PY -m pytest -m gpu "$f" -q -p no:cacheprovider -rfE --tb=short >"$OUT/pytest_$(basename "$f" .py).log" 2>&1
+    rc=$?
+    line="$(basename "$f"): $(tail -1 "$OUT/pytest_$(basename "$f" .py).log") [$((SECONDS - t0)) s wall]"
+    echo "$line"; summary+=("$line")
+    if [ $rc -ne 0 ]; then
+      grep -E "^(FAILED|ERROR)|Segmentation|Fatal" "$OUT/pytest_$(basename "$f" .py).log" | head -20
+      fail "$f"
+    fi
+  done
+fi
+
+if [ $SKIP_SAN -eq 0 ]; then
+  CUDA_BIN=$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")
+  SAN=$(command -v compute-sanitizer || ls "$CUDA_BIN"/compute-sanitizer /usr/local/cuda/bin/compute-sanitizer \
+        /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+  if [ -n "$SAN" ]; then
+    for tool in memcheck racecheck; do
+      step "compute-sanitizer --tool $tool (linear sanitize tests)"
+      extra=""; [ $tool = memcheck ] && extra="--leak-check no"
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SAN" --tool $tool $extra --error-exitcode 99 \
+        $PY plugins/sanitize_driver.py -k "sanitize and linear" >"$OUT/sanitize_$tool.log" 2>&1
+      rc=$?
+      line="$tool: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize_$tool.log" | tail -1) / $(grep -E "passed|failed" "$OUT/sanitize_$tool.log" | tail -1) (rc $rc)"
+      echo "$line"; summary+=("$line")
+      [ $rc -eq 0 ] || fail "compute-sanitizer $tool"
+    done
+  else
+    fail "compute-sanitizer not found"
+  fi
+fi
+
+if [ $SKIP_BENCH -eq 0 ]; then
+  step "benchmarks/kernels.py --only w8a8_linear w4a8_linear w4a16_linear"
+  $PY benchmarks/kernels.py --only w8a8_linear w4a8_linear w4a16_linear --out "$OUT/kernels_linear.json" \
+    >"$OUT/bench.log" 2>&1 || fail "benchmark"
+  tail -4 "$OUT/bench.log"
+fi
+
+step "summary"
+for l in "${summary[@]}"; do echo "$l"; done
+if [ -f "$OUT/kernels_linear.json" ]; then
+  $PY - "$OUT/kernels_linear.json" <<'EOF'
+import json, math, sys
+res = json.load(open(sys.argv[1]))
+TARGET = {"w8a8_linear": 1.3, "w4a8_linear": 1.2, "w4a16_linear": 0.9}
+rows = [r for r in res["rows"] if r["name"] in TARGET and "(prefill)" in r["shape"]]
+print(f"prefill vs cuBLAS fp16 F.linear on {res['device']} (commit {res.get('commit', '?')[:10]}); "
+      "speedup = cuBLAS time / ours; target: W8A8 >= 1.3, W4A8 >= 1.2, W4A16 >= 0.9")
+print(f"{'op':7s} {'model':11s} {'layer':10s} {'M':>5s} {'N':>6s} {'K':>6s} {'ours us':>9s} {'cuBLAS us':>9s} "
+      f"{'ours TOPS':>9s} {'fp16 TFLOPS':>11s} {'speedup':>7s}  ok")
+geo = {}
+for r in rows:
+    f = dict(kv.split("=") for kv in r["shape"].split()[:3])
+    layer = r["shape"].split()[3]
+    sp = r["speedup_vs_fp16"] or 0.0
+    op = r["name"].split("_")[0]
+    geo.setdefault((r["name"], f["M"]), []).append(sp)
+    print(f"{op:7s} {r['model'][:11]:11s} {layer[:10]:10s} {f['M']:>5s} {f['N']:>6s} {f['K']:>6s} "
+          f"{r['kernel_ms'] * 1e3:9.1f} {(r['fp16_ref_ms'] or 0) * 1e3:9.1f} {r.get('tops') or 0:9.0f} "
+          f"{r.get('fp16_ref_tops') or 0:11.0f} {sp:7.2f}  {'yes' if sp >= TARGET[r['name']] else 'NO'}")
+print("geometric mean speedup per op and M:")
+for (name, m), v in sorted(geo.items()):
+    g = math.exp(sum(math.log(max(x, 1e-9)) for x in v) / len(v))
+    print(f"  {name:13s} M={m:>5s}: {g:.2f}x over {len(v)} shapes (target {TARGET[name]}x, "
+          f"{sum(x >= TARGET[name] for x in v)}/{len(v)} shapes meet it)")
+EOF
+fi
+[ $status -eq 0 ] && echo "gemm_check: all steps passed" || echo "gemm_check: some steps FAILED"
+exit $status
