@@ -627,7 +627,7 @@ def _linear_out(x: torch.Tensor, n: int, int8_out: bool) -> torch.Tensor:
 def w8a8_linear(x_q: torch.Tensor, x_scale: Scale, w_q: torch.Tensor, w_scale: Scale,
                 bias: torch.Tensor | None = None, out_scale: Scale | None = None) -> torch.Tensor:
     """``ops.w8a8_linear`` (bit-exact: the kernel repeats the reference's integer sum and fp32 epilogue). The
-    kernel reads the weights once per 16 token rows: a GEMV, also used for prefill until a GEMM lands."""
+    kernel runs a tensor-core GEMV for M <= 16 token rows and a tiled GEMM for prefill (M > 16)."""
     def supported() -> bool:
         if x_q.dtype != torch.int8 or w_q.dtype != torch.int8 or w_q.dim() != 2 or w_q.stride(1) != 1:
             return False

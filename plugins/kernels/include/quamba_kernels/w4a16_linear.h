@@ -2,9 +2,10 @@
  *
  *   y[m, n] = sum_g s[n, g] * sum_{k in g} x[m, k] * (c[n, k] - 8)  [+ bias[n]]
  *
- * The inner sums run on fp16 tensor cores with fp32 accumulation. group_size % 128 == 0 (or >= K): (c - 8) is
- * exact in fp16 and each group's partial sum is scaled in fp32, the reference's fp32 product up to the order
- * of additions; other multiples of 32: each weight is fp16((c - 8) * s) (one more fp16 rounding per weight).
+ * The inner sums run on fp16 tensor cores with fp32 accumulation. M <= 16 (the GEMV) with group_size % 128 == 0
+ * (or >= K), and M > 16 (the tiled GEMM, linear_gemm.cuh) with group_size % 64 == 0 (or >= K): (c - 8) is exact
+ * in fp16 and each group's partial sum is scaled in fp32, the reference's fp32 product up to the order of
+ * additions; other multiples of 32: each weight is fp16((c - 8) * s) (one more fp16 rounding per weight).
  * y is compared with a float tolerance. qweight as in w4a8_linear.h; scale fp16 bits [N, ceil(K / group_size)].
  * Requirements (else cudaErrorInvalidValue): K % 32 == 0, K <= 65536, group_size % 32 == 0 or group_size >= K;
  * x fp16 [M, K] and qweight 16-byte aligned, row strides multiples of 16 bytes. y: QUAMBA_DT_F32 or _F16.

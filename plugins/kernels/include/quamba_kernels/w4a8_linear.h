@@ -10,7 +10,8 @@
  * bias as in w8a8_linear.h (device arrays). Requirements (else cudaErrorInvalidValue): K % 32 == 0,
  * K <= 65536, group_size % 32 == 0 or group_size >= K (one group per row); x and qweight 16-byte aligned
  * with row strides multiples of 16 bytes. y as in w8a8_linear.h. Exact: int8 / fp32 outputs equal the
- * reference bit for bit. The tensor-core GEMV serves every M (meant for decode, M <= 16).
+ * reference bit for bit. M <= 16: the tensor-core GEMV; M > 16: the tiled tensor-core GEMM (linear_gemm.cuh),
+ * the same int4 -> int8 step per (row, group) and int32 sums.
  */
 #ifndef QUAMBA_KERNELS_W4A8_LINEAR_H
 #define QUAMBA_KERNELS_W4A8_LINEAR_H

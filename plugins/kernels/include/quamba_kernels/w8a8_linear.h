@@ -12,8 +12,10 @@
  * multiples of 16 bytes; any other K or alignment runs a byte-wise variant (meant for small layers). y: [M, N],
  * row stride free, dtype QUAMBA_DT_I8 (needs out_scale), QUAMBA_DT_F32 or QUAMBA_DT_F16.
  *
- * The tensor-core GEMV (linear_common.cuh) serves every M; it reads the weights once per 16 token rows, so
- * it is meant for decode (M <= 16).
+ * M <= 16 (decode): the tensor-core GEMV (linear_common.cuh), weights read once per 16 token rows. M > 16
+ * (prefill) on the fast path: the tiled tensor-core GEMM (linear_gemm.cuh, 128 x 128 or 64 x 64 output tiles);
+ * the byte-wise variant stays on the GEMV for every M. Both are exact: int8 / fp32 outputs equal the reference
+ * bit for bit, fp16 outputs are the reference rounded to fp16.
  */
 #ifndef QUAMBA_KERNELS_W8A8_LINEAR_H
 #define QUAMBA_KERNELS_W8A8_LINEAR_H
