@@ -13,7 +13,7 @@
 // 32 bytes of codes per weight row). Activation fragments by ldmatrix: at k-step s (16 positions) lane t holds
 // positions 2t, 2t+1 (chunk 2s) and 8+2t, 9+2t (chunk 2s + 1) = byte t of words 2s and 2s + 1 of weight row g's
 // 32 code bytes; one LDS.128 per two k-steps (a broadcast to the row's four lanes), then per byte a PRMT, a LOP3
-// and an HSUB2 make the exact fp16 pair (c - 8) of its two codes.
+// and an HFMA2 make the exact fp16 pair (c - 8) of its two codes.
 //   group_size % 64 == 0 (or one group per row): a k-tile lies in one group, so the exact codes accumulate into a
 //     per-group fp32 partial sum (its own mma accumulators), folded into the output with one fp32 FMA by the
 //     column's group scale at the group's end: the reference's fp32 product up to summation order;
@@ -136,11 +136,13 @@ struct W4A16 {
   }
 };
 
-// Exact fp16 pair {c_lo - 8, c_hi - 8} of the two codes of byte t of w (u = {byte t of w, ., byte t of w >> 4, .}
-// after the PRMT: OR-ing each low nibble into the mantissa of 1024.0 gives 1024 + c exactly).
+// Exact fp16 pair {c_lo - 8, c_hi - 8} of the two codes of byte t of w, in three instructions: the PRMT copies the
+// byte into both halves, the LOP3 keeps the low code in mantissa bits 0-3 of the low half (1024 + c_lo) and the
+// high code in bits 4-7 of the high half (1024 + 16 c_hi), and one fused multiply-add by {1, 1/16} plus
+// {-1032, -72} gives c_lo - 8 and c_hi - 8 (exact: the fma rounds once, and the results are small integers).
 __device__ __forceinline__ uint32_t w4_pair_f16(uint32_t w, uint32_t sel) {
-  const uint32_t u = prmt(w, w >> 4, sel);
-  return h2_bits(__hsub2(as_h2(lop3_and_or(u, 0x000F000Fu, 0x64006400u)), as_h2(0x64086408u)));  // - 1032
+  const uint32_t u = lop3_and_or(prmt(w, w, sel), 0x00F0000Fu, 0x64006400u);
+  return h2_bits(__hfma2(as_h2(u), as_h2(0x2C003C00u), as_h2(0xD480E408u)));  // {1, 0.0625}, {-1032, -72}
 }
 
 // GEMM policy (linear_gemm.cuh). kExact: group_size % 64 == 0 or one group per row (exact codes, per-group
@@ -172,7 +174,7 @@ struct W4A16Gemm {
   uint32_t nin;          // exact: bit 2 nt + i = column 2t + i of tile nt exists; prescaled: bit nt = row exists
   uint32_t b_row_off;
   int b_x;
-  uint32_t sel;  // PRMT selector: byte t of w -> byte 0, byte t of w >> 4 -> byte 2
+  uint32_t sel;  // PRMT selector: byte t of w -> bytes 0 and 2
   int k, group_size, tiles_per_group, gtile, grp;
 
   __device__ __forceinline__ W4A16Gemm(const Params& p, int64_t, int n0)
@@ -194,7 +196,7 @@ struct W4A16Gemm {
     srow = p.scale + static_cast<int64_t>(nin & 1u ? col : 0) * p.scale_row_stride;
     b_row_off = static_cast<uint32_t>((w.wn * T::kWN + w.g) * kBRowBytes);
     b_x = (w.g >> 2) & 1;
-    sel = static_cast<uint32_t>(w.t | ((4 + w.t) << 8));
+    sel = static_cast<uint32_t>(w.t | (w.t << 8));
     if (kExact) {
       fetch_cols(0);
     } else {

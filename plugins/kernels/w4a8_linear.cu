@@ -15,8 +15,9 @@
 // 8-byte half of the row's 16-byte chunk s, so one LDS.128 (the four lanes of a row read the same address,
 // a broadcast) and three byte permutes give the packed word that w4a8_lookup turns into b0, b1.
 //   big:   128 x 128 tile, 4 warps of 128 x 32 (1 x 4): each weight code is converted exactly once per block
-//          (a 2 x 2 warp grid would convert every code twice); per lane and k-tile ~ 4 tables (~150
-//          instructions) + 16 lookups (~220) for 128 mmas per warp; 4 stages x 24 KiB: 2 blocks per SM on sm_90.
+//          (a 2 x 2 warp grid would convert every code twice); per lane and k-tile one table (~36
+//          instructions; the row's four lanes build one n8 tile's table each and share them by 16 shuffles) +
+//          16 lookups (~220) for 128 mmas per warp; 4 stages x 24 KiB: 2 blocks per SM on sm_90.
 //   small: 64 x 64, 4 warps of 64 x 16, 4 stages x 12 KiB (when big tiles would leave SMs idle).
 #include "quamba_kernels/w4a8_linear.h"
 
@@ -121,12 +122,16 @@ struct W4A8Gemm {
   __device__ static int64_t w_row_bytes(const Params& p) { return p.w_row_stride; }
   __device__ static int w_kbytes(const Params& p) { return p.k / 2; }
 
+  static_assert(NT <= 4, "the four lanes of a weight row build one n8 tile's table each");
+
   int acc[MT][NT][4];
-  uint16_t sc[NT][kG];  // group scales (fp16 bits) of this lane's weight rows for the current k-tile
+  // The table of weight row g of n8 tile nt is needed by the four lanes (g, t); lane t builds the one of
+  // tile t % NT and the others get it by shuffles (4 registers per tile): one w4a8_lut per lane and group
+  // instead of NT.
+  uint16_t sc[kG];       // group scales (fp16 bits) of this lane's own table row for the current k-tile
   gemm::AFrag<T> af;
-  const uint16_t* srow;  // group-scale row of weight row nt = 0 of this lane (n0 + wn * WN + g)
-  int64_t s_step;        // 8 rows of group scales
-  uint32_t nin;          // bit nt: weight row of n8 tile nt exists
+  const uint16_t* srow;  // group-scale row of the own table row (n0 + wn * WN + (t % NT) * 8 + g), or nullptr
+  int lut_lane0;         // lane (g, 0)
   uint32_t b_row_off;    // this lane's weight row (g) in the tile
   int b_x;               // its swizzle term ((g / 2) % 4)
   uint32_t sel;          // PRMT selector of halfword t of an 8-byte pair
@@ -135,12 +140,9 @@ struct W4A8Gemm {
   __device__ __forceinline__ W4A8Gemm(const Params& p, int64_t, int n0)
       : af(gemm::WarpPos::make<T>()), k(p.k), group_size(p.group_size >= p.k ? p.k : p.group_size) {
     const gemm::WarpPos w = gemm::WarpPos::make<T>();
-    const int row = n0 + w.wn * T::kWN + w.g;
-    nin = 0;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) nin |= (row + nt * 8 < p.n ? 1u : 0u) << nt;
-    srow = p.s_group + static_cast<int64_t>(nin & 1u ? row : 0) * p.s_group_row_stride;
-    s_step = 8 * p.s_group_row_stride;
+    const int row = n0 + w.wn * T::kWN + (w.t % NT) * 8 + w.g;  // rows past N: scale 0, a table of zeros
+    srow = row < p.n ? p.s_group + static_cast<int64_t>(row) * p.s_group_row_stride : nullptr;
+    lut_lane0 = w.lane & ~3;
     b_row_off = static_cast<uint32_t>((w.wn * T::kWN + w.g) * kBRowBytes);
     b_x = (w.g >> 1) & 3;
     sel = static_cast<uint32_t>((2 * w.t) | ((2 * w.t + 1) << 4));
@@ -155,27 +157,31 @@ struct W4A8Gemm {
     }
   }
 
-  // Group scales of k-tile kt (rows past N: 0, a table of zeros; k-steps past K: group 0, against zero
-  // activations).
-  __device__ __forceinline__ void fetch(uint16_t (&dst)[NT][kG], int kt) const {
+  // Group scales of the own table row for k-tile kt (k-steps past K: group 0, against zero activations).
+  __device__ __forceinline__ void fetch(uint16_t (&dst)[kG], int kt) const {
 #pragma unroll
     for (int j = 0; j < kG; ++j) {
       const int kk = kt * 128 + 32 * j;
       const int grp = kk < k ? kk / group_size : 0;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) dst[nt][j] = (nin >> nt) & 1u ? __ldg(srow + nt * s_step + grp) : 0;
+      dst[j] = srow != nullptr ? __ldg(srow + grp) : 0;
     }
   }
 
   __device__ __forceinline__ void compute(uint32_t sA, uint32_t sB, int kt, int KT) {
-    uint16_t next[NT][kG];
+    uint16_t next[kG];
     fetch(next, kt + 1 < KT ? kt + 1 : kt);  // in flight during this k-tile
     Lut16 lut[NT];
 #pragma unroll
     for (int s = 0; s < 4; ++s) {  // k-steps of 32
       if (s == 0 || !kTileGroups) {
+        const Lut16 own = w4a8_lut(sc[kTileGroups ? 0 : s]);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) lut[nt] = w4a8_lut(sc[nt][kTileGroups ? 0 : s]);
+        for (int nt = 0; nt < NT; ++nt) {
+          lut[nt].lo0 = __shfl_sync(0xffffffffu, own.lo0, lut_lane0 + nt);
+          lut[nt].lo1 = __shfl_sync(0xffffffffu, own.lo1, lut_lane0 + nt);
+          lut[nt].hi0 = __shfl_sync(0xffffffffu, own.hi0, lut_lane0 + nt);
+          lut[nt].hi1 = __shfl_sync(0xffffffffu, own.hi1, lut_lane0 + nt);
+        }
       }
       uint32_t b[NT][2];
 #pragma unroll
@@ -194,10 +200,7 @@ struct W4A8Gemm {
       }
     }
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-      for (int j = 0; j < kG; ++j) sc[nt][j] = next[nt][j];
-    }
+    for (int j = 0; j < kG; ++j) sc[j] = next[j];
   }
 
   __device__ __forceinline__ void epilogue(const Params& p, int64_t m0, int n0, bool pairs) const {
