@@ -665,7 +665,7 @@ class _Run:
                 state = be.select_state(state, keep)
                 nxt = nxt[keep]
                 active = [active[j] for j in keep]
-            logits, state = be.forward(nxt.reshape(-1, 1).astype(np.int64), state, last_only=True)
+            logits, state = be.decode_step(nxt.reshape(-1, 1).astype(np.int64), state)  # state is donated
             logits = logits[:, -1]
         t_end = time.perf_counter()
 
@@ -676,6 +676,7 @@ class _Run:
             for j, r in enumerate(active):
                 row_state[r] = be.select_state(state, [j])
             final = be.concat_states([row_state[r] for r in range(B)])
+        final = be.detach_state(final)  # the decode loop's state may live in reused buffers
         new_pending = [[t[-1]] if t else [] for t in tokens]
         gstate = GenerationState(be, final, new_pending, history)
 

@@ -62,6 +62,17 @@ class Backend(ABC):
         the last position only when ``last_only``, and the state after them). The input state is not
         modified."""
 
+    def decode_step(self, input_ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """One decode step (``input_ids`` ``[B, 1]``) whose input ``state`` the caller *donates*: it will not
+        be used again, so a backend may run the step in place (torch-cuda: a CUDA graph over static
+        buffers). The returned state may only be valid until the next ``decode_step``: pass it to
+        :meth:`detach_state` to keep it. Default: ``forward(..., last_only=True)``."""
+        return self.forward(input_ids, state, last_only=True)
+
+    def detach_state(self, state: Any) -> Any:
+        """A state the caller may keep indefinitely (a copy of one that lives in reused buffers)."""
+        return state
+
     @abstractmethod
     def new_state(self, batch_size: int) -> Any:
         """The zero state (= the start of a sequence) of ``batch_size`` rows."""

@@ -75,6 +75,16 @@ class TorchBackend(Backend):
 
             self.kernel_ops, self.kernels_note = kernel_dispatch.load_kernels()
             description = f"{description}; {self.kernels_note}" if description else self.kernels_note
+        # decode steps as CUDA graphs (cuda_graphs.py) unless QUAMBA_CUDA_GRAPHS=0
+        self.graphs: Any = None
+        if self._device.type == "cuda":
+            from .cuda_graphs import CudaGraphDecoder, graphs_disabled
+
+            if graphs_disabled():
+                description = f"{description}; decode eager (QUAMBA_CUDA_GRAPHS=0)"
+            else:
+                self.graphs = CudaGraphDecoder(self.model, self._context)
+                description = f"{description}; CUDA-graph decode"
         self.description = description
 
     # ---- construction --------------------------------------------------------------------------
@@ -117,18 +127,46 @@ class TorchBackend(Backend):
     def forward(self, input_ids: np.ndarray, state: Any | None, last_only: bool = False) -> tuple[np.ndarray, Any]:
         torch = self._torch
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        with torch.inference_mode(), self._kernels():
-            logits, new_state = self.model(ids, state, return_state=True, num_last_tokens=1 if last_only else 0)
+        with self._context():
+            logits, new_state = self.model(ids, self._own(state), return_state=True,
+                                           num_last_tokens=1 if last_only else 0)
             out = logits.float().cpu().numpy()
         return out, new_state
 
-    def _kernels(self) -> Any:
-        """The CUDA kernels for this forward when they are on, else a no-op context."""
-        if self.kernel_ops is None:
-            return contextlib.nullcontext()
-        from quamba_edge.ops import kernel_dispatch
+    def decode_step(self, input_ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """A donated decode step as a CUDA-graph replay (batch bucket's graph captured on first use), else
+        eagerly (graphs off, batch > 64, a capture that failed: ``graphs_note`` says why)."""
+        if self.graphs is not None and state is not None and input_ids.shape[1] == 1:
+            ids = self._torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
+            got = self.graphs.step(ids, state)
+            if got is not None:
+                logits, new_state = got
+                return logits.cpu().numpy(), new_state
+        return self.forward(input_ids, state, last_only=True)
 
-        return kernel_dispatch.use_kernels(self.kernel_ops)
+    def detach_state(self, state: Any) -> Any:
+        return self.graphs.detach(state) if self.graphs is not None else state
+
+    @property
+    def graphs_note(self) -> str:
+        """Decode execution in one line: graphs (buckets captured, failures) or eager."""
+        return self.graphs.note() if self.graphs is not None else "eager decode"
+
+    def _own(self, state: Any) -> Any:
+        """A ModelState (views of a graph's buffers for a state the decode graphs returned)."""
+        return state.model_state() if self.graphs is not None and hasattr(state, "model_state") else state
+
+    @contextlib.contextmanager
+    def _context(self) -> Any:
+        """Inference mode and, when on, the CUDA kernels (``kernel_dispatch.use_kernels``)."""
+        with self._torch.inference_mode():
+            if self.kernel_ops is None:
+                yield
+                return
+            from quamba_edge.ops import kernel_dispatch
+
+            with kernel_dispatch.use_kernels(self.kernel_ops):
+                yield
 
     def new_state(self, batch_size: int) -> Any:
         return self.model.allocate_state(batch_size)
@@ -136,16 +174,16 @@ class TorchBackend(Backend):
     def concat_states(self, states: Sequence[Any]) -> Any:
         from quamba_edge.models.state import ModelState
 
-        return states[0] if len(states) == 1 else ModelState.concat(states)
+        return states[0] if len(states) == 1 else ModelState.concat([self._own(s) for s in states])
 
     def select_state(self, state: Any, rows: Sequence[int]) -> Any:
-        return state.select(list(rows))
+        return self._own(state).select(list(rows))
 
     def state_batch_size(self, state: Any) -> int:
         return int(state.batch_size)
 
     def state_nbytes(self, state: Any) -> int:
-        return int(state.nbytes())
+        return int(self._own(state).nbytes())
 
     def reset_peak_memory(self) -> None:
         if self._device.type == "cuda":
