@@ -600,6 +600,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from quamba_edge.bench.latency import BenchConfig, markdown, parse_ints, run_bench, split_names, write_outputs
+    from quamba_edge.bench.roofline import MODEL_SHAPES
+
+    models = list(MODEL_SHAPES) if args.models == "all" else split_names(args.models)
+    cfg = BenchConfig(models=models, precisions=split_names(args.precisions),
+                      prompt_lens=parse_ints(args.prompt_lens), batches=parse_ints(args.batches),
+                      tokens=args.tokens, repeats=args.repeats, warmup=args.warmup, graphs=not args.no_graphs,
+                      profile=not args.no_profile, recipe=args.recipe, device=args.device)
+    for name, v in (("--tokens", cfg.tokens), ("--repeats", cfg.repeats)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if cfg.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {cfg.warmup}")
+    doc = run_bench(cfg, progress=not args.json)
+    paths = write_outputs(doc, args.out)
+    if args.json:
+        print(json.dumps(doc, indent=1, default=str))
+    else:
+        print(markdown(doc))
+        print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quamba-edge",
@@ -728,6 +752,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "default)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "bench", help="TTFT / TPOT / memory of models at real shapes on this GPU (torch-cuda, CUDA-graph decode)",
+        description="Latency benchmark on the torch-cuda runtime: models at real shapes with random weights built "
+                    "on the GPU in their final format (latency does not depend on the values), or a real "
+                    "checkpoint / artifact path; TTFT per prompt length, TPOT per batch, peak memory, the per-op "
+                    "roofline of the decode step; JSON, CSV, markdown and plots in --out.")
+    p.add_argument("--models", default="mamba2-2.7b",
+                   help="comma-separated shape names (mamba-130m ... mamba-2.8b, mamba2-130m ... mamba2-2.7b, "
+                        "mamba2-8b), checkpoint / artifact paths, or 'all' (default mamba2-2.7b)")
+    p.add_argument("--precisions", default="fp16,w8a8,w4a8,w4a16", help="comma-separated (default all four)")
+    p.add_argument("--recipe", default="quamba2", help="quantized layout (default quamba2)")
+    p.add_argument("--prompt-lens", default="128,512,1024,2048", help="TTFT prompt lengths (default 128,512,1024,2048)")
+    p.add_argument("--batches", default="1,4,16,64", help="TPOT batch sizes (default 1,4,16,64)")
+    p.add_argument("--tokens", type=int, default=128, help="decode steps per TPOT run (default 128)")
+    p.add_argument("--repeats", type=int, default=3, help="measured runs per figure (default 3; median, min, max)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up runs per figure (default 1)")
+    p.add_argument("--no-graphs", action="store_true", help="decode eagerly (no CUDA graphs)")
+    p.add_argument("--no-profile", action="store_true", help="skip the profiled per-op decode step")
+    p.add_argument("--device", default="cuda", help="CUDA device (default cuda)")
+    p.add_argument("--out", default="bench-results", metavar="DIR", help="output directory (default bench-results)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -777,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     user_errors: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError, NotADirectoryError,
                                                     ValueError)
-    if args.command in ("export", "generate", "demo"):
+    if args.command in ("export", "generate", "demo", "bench"):
         from quamba_edge.runtime.backends.base import BackendUnavailableError
 
         user_errors += (BackendUnavailableError,)
