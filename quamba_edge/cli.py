@@ -614,7 +614,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be >= 1, got {v}")
     if cfg.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {cfg.warmup}")
-    doc = run_bench(cfg, progress=not args.json)
+    doc = run_bench(cfg, progress=not args.json, on_row=lambda d: write_outputs(d, args.out))
     paths = write_outputs(doc, args.out)
     if args.json:
         print(json.dumps(doc, indent=1, default=str))

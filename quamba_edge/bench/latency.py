@@ -286,8 +286,10 @@ def _bench_one(name: str, precision: str, cfg: BenchConfig, floors: dict[str, fl
     return row
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    """Every model x precision of ``cfg``: a results document (see :func:`write_outputs`)."""
+def run_bench(cfg: BenchConfig, progress: bool = True,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every model x precision of ``cfg``: a results document (see :func:`write_outputs`); ``on_row(doc)``
+    after each model x precision."""
     import torch
 
     from .random_model import PRECISIONS
@@ -297,8 +299,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     if not torch.cuda.is_available():
         from quamba_edge.runtime.backends.base import BackendUnavailableError
 
-        raise BackendUnavailableError("quamba-edge bench needs a CUDA GPU (torch sees none); on a Jetson install JetPack's "
-                           "torch, elsewhere a CUDA build of torch")
+        raise BackendUnavailableError("quamba-edge bench needs a CUDA GPU (torch sees none); on a Jetson install "
+                                      "JetPack's torch, elsewhere a CUDA build of torch")
     for m in cfg.models:
         if not Path(m).exists():
             model_config(m)  # a clear error for a bad name before anything runs
@@ -311,23 +313,26 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     steps = runs * (len(cfg.prompt_lens) + len(cfg.batches))
     bar = _progress(steps, progress)
     monitor = JetsonMonitor()
-    rows = []
+    doc = {"device": device_info(cfg.device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           **_commit(), "command": " ".join(shlex.quote(a) for a in sys.argv), "config": asdict(cfg),
+           "values": VALUES_NOTE, "floors": floors, "jetson": monitor.summary(),
+           "method": ("TTFT: one prefill at batch 1 through the first token's logits on the host; TPOT: decode "
+                      f"steps after a {PROMPT_FOR_DECODE}-token prompt, greedy on the host, per step; median / min / "
+                      "max of the repeats after warm-up; floors: best 4 GiB kernel read and read+write rates, "
+                      "one-element kernel launch"),
+           "rows": []}
     try:
         for name in cfg.models:
             for precision in (cfg.precisions if not Path(name).exists() else ["own"]):
                 bar.set_description(f"{name} {precision}")
-                rows.append(_bench_one(name, precision, cfg, floors, lambda: bar.update(1), monitor))
+                doc["rows"].append(_bench_one(name, precision, cfg, floors, lambda: bar.update(1), monitor))
+                doc["jetson"] = monitor.summary()
+                if on_row is not None:  # e.g. write the outputs so far: a long run cut short keeps its rows
+                    on_row(doc)
     finally:
         bar.close()
         monitor.close()
-    return {"device": device_info(cfg.device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            **_commit(), "command": " ".join(shlex.quote(a) for a in sys.argv), "config": asdict(cfg),
-            "values": VALUES_NOTE, "floors": floors, "jetson": monitor.summary(),
-            "method": ("TTFT: one prefill at batch 1 through the first token's logits on the host; TPOT: decode "
-                       f"steps after a {PROMPT_FOR_DECODE}-token prompt, greedy on the host, per step; median / min / "
-                       "max of the repeats after warm-up; floors: best 4 GiB kernel read and read+write rates, "
-                       "one-element kernel launch"),
-            "rows": rows}
+    return doc
 
 
 def _progress(total: int, on: bool) -> Any:
