@@ -8,7 +8,8 @@ GEMM of linear_gemm.cuh). The reference is what users run: cuBLAS fp16 ``F.linea
 fp16 weights rotated over > 2x L2 like ours (a decode step finds its weights in DRAM). ``bytes`` = weight +
 scale bytes + activations read + y written. Prefill rows note the tera-operations per second reached
 (2 M N K / time). ``hadamard_out_proj`` times the out_proj's online Hadamard + int8 quantization (quant_hadamard)
-followed by the GEMV, as one op would run it, against the bare GEMV (``reference`` there = the bare GEMV).
+followed by the linear kernel (the GEMV; the GEMM at M = 1024), as one op would run it, against the bare linear
+(``reference`` there = the bare linear kernel).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def gemv_cases(ops: Any, only: list[str] | None = None) -> list[dict]:
 
 
 def hadamard_out_proj_cases(ops: Any) -> list[dict]:
-    """out_proj with its online Hadamard + int8 quantization (quant_hadamard, then the GEMV) vs the bare GEMV."""
+    """out_proj with its online Hadamard + int8 quantization (quant_hadamard, then the linear kernel) vs the bare
+    linear kernel (the GEMV; the GEMM at M = 1024)."""
     from quamba_edge.quant.hadamard import hadamard_matrix
 
     out = []
@@ -146,8 +148,8 @@ def hadamard_out_proj_cases(ops: Any) -> list[dict]:
 
                 out.append(dict(name="hadamard_out_proj", model=model, shape=f"M={m} N={d} K={e} {fmt}",
                                 bytes=wb + 3 * m * e + 2 * m * d, weight_bytes=wb, kernel=fused, reference=bare,
-                                reference_kind="bare GEMV (no Hadamard)",
-                                note="quant_hadamard + GEMV, two kernels; speedup < 1 = the Hadamard's cost"))
+                                reference_kind="bare linear kernel (no Hadamard)",
+                                note="quant_hadamard + linear kernel, two kernels; speedup < 1 = the Hadamard's cost"))
     return out
 
 

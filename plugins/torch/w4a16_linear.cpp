@@ -1,7 +1,8 @@
 // torch binding of w4a16_linear (plugins/kernels/w4a16_linear.cu).
 // torch.ops.quamba_kernels.w4a16_linear(x, qweight, scale, group_size, bias, y) -> ()
 // x fp16 [..., K]; qweight uint8 [N, K/2] (packed codes); scale fp16 [N, ceil(K/group_size)]; group_size <= 0 or
-// >= K: one group per row, else a multiple of 32 (128: exact fp16 codes, scaled per group in fp32); bias float [N] or None; y float32 / float16 [..., N].
+// >= K: one group per row, else a multiple of 32 (a multiple of 128, or of 64 at M > 16: exact fp16 codes, scaled
+// per group in fp32); bias float [N] or None; y float32 / float16 [..., N].
 #include "linear_binding_utils.h"
 #include "quamba_kernels/w4a16_linear.h"
 

@@ -590,6 +590,8 @@ def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor
 
 
 # ---- quantized linears ---------------------------------------------------------------------------------
+# Every M goes to the kernel: the C entry point itself runs the tensor-core GEMV for M <= 16 token rows and the
+# tiled GEMM (linear_gemm.cuh) for M > 16 (W8A8 with K % 16 != 0 or unaligned rows: the GEMV for every M).
 
 
 def _rows_aligned(x: torch.Tensor, k: int, elem_bytes: int) -> bool:

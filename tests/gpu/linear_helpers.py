@@ -20,10 +20,11 @@ DECODE_M = (1, 2, 5, 8, 9, 16)
 WIDE_M = [(17, 1296, 256), (63, 56, 768), (512, 640, 2560), (1024, 1296, 256), (4096, 200, 512)]
 # M > 16 runs the tiled GEMM (linear_gemm.cuh): around its 64 / 128-row tiles, and prefill sizes
 GEMM_M = (17, 31, 63, 64, 65, 127, 512, 1024, 4096)
-# (N, K) for GEMM_M: odd N (partial 64 / 128-column tiles), K past whole 128-position k-tiles (multiples of 32,
-# so every format takes them). With 132 SMs (H200) ceil(M/128) * ceil(N/128) >= 132 picks the 128 x 128 tiles:
-# N = 1296 at M = 4096 and N = 2056 at M >= 1024; the rest runs the 64 x 64 tiles.
-GEMM_NK = [(56, 800), (200, 544), (1296, 288), (2056, 1056)]
+# (N, K) for GEMM_M: N past whole 64 / 128-column tiles, odd N (57, 1297: an odd y row stride, so the epilogue
+# stores one element at a time) and even N (paired stores); K past whole k-tiles by 32 (every format takes it).
+# With 132 SMs (H200) ceil(M/128) * ceil(N/128) >= 132 picks the 128 x 128 tiles: N = 1297 at M = 4096 and
+# N = 2056 at M >= 1024; the rest runs the 64 x 64 tiles.
+GEMM_NK = [(57, 800), (200, 544), (1297, 288), (2056, 1056)]
 # the prefill M of the model shapes (every linear of the benchmark models at one prefill size)
 PREFILL_M = 1024
 

@@ -35,7 +35,9 @@ def _check(kernels, x, xs, w, ws, b, y_dtype, *, per_row_out=True):
     if y_dtype == torch.int8:
         # the reference's step 4 on its own float output: ref_linear(..., out_scale=os) without a second matmul
         ref = quantize_int8(y_ref_f, os if os.numel() > 1 else os[0])
-        if ref.numel() >= 2000:
+        # per-row scales down to std / 120 clamp a few percent; one shared scale (std / 40) clamps ~0.1 %, which
+        # a few thousand outputs may miss: checked for per-row scales only
+        if per_row_out and ref.numel() >= 2000:
             assert int((ref == 127).sum() + (ref == -128).sum()) > 0, "test inputs should make some outputs clamp"
     else:
         ref = y_ref_f.to(y_dtype)

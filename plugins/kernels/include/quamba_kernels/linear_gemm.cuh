@@ -1,6 +1,7 @@
 // Tiled tensor-core GEMM of the quantized linears (w8a8_linear, w4a8_linear, w4a16_linear) for M > 16 token
 // rows (prefill); the GEMV of linear_common.cuh keeps M <= 16. CUDA C++17, sm_80+: mma.sync, ldmatrix and
 // cp.async only (the Orin's sm_87 has no wgmma / TMA). No fast-math.
+// Status: compile-checked (sm_87 / sm_90, NVRTC 12.6 / 13.2), not yet run on a GPU: bash plugins/gemm_check.sh.
 //
 // y[M, N] = x[M, K] . w[N, K]^T with the activations as the mma's A operand (token rows = the mma's M) and the
 // weights as its B operand ([N, K] rows, K contiguous = the "col" layout), so both operands' tiles are
@@ -26,6 +27,8 @@
 // pairs).
 #pragma once
 
+#include <atomic>
+
 #include "quamba_kernels/linear_common.cuh"
 
 namespace quamba {
@@ -33,19 +36,13 @@ namespace lin {
 namespace gemm {
 
 // ---- PTX wrappers (sm_80+) -------------------------------------------------------------------------------
+// cp_async_commit / cp_async_wait / smem_addr are linear_common.cuh's (with their "memory" clobbers).
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; src_bytes = 0 reads nothing and writes 16 zero bytes.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+// 16 bytes global -> shared at a shared-window address (the GEMM precomputes them; linear_common's cp_async16
+// takes a generic pointer); !valid reads nothing and writes 16 zero bytes.
+__device__ __forceinline__ void cp_async16_s(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
 }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -149,7 +146,7 @@ struct TileCopy {
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const bool ok = kin && ((rows_ok >> i) & 1u);
-      cp_async16(s_tile + dst + static_cast<uint32_t>(i * kRowStep * ROW_BYTES), ok ? q : base, ok ? 16 : 0);
+      cp_async16_s(s_tile + dst + static_cast<uint32_t>(i * kRowStep * ROW_BYTES), ok ? q : base, ok);
       q += step;
     }
   }
@@ -176,7 +173,7 @@ __global__ void __launch_bounds__(F::T::kThreads, F::T::kMinBlocks) gemm_kernel(
   const TileCopy<T::kBN, F::kBRowBytes, T::kThreads> cb(F::w_ptr(p), F::w_row_bytes(p), n0, p.n, threadIdx.x);
   const int ka = F::x_kbytes(p), kb = F::w_kbytes(p);
   const int KT = ceil_div(ka, kARowBytes);
-  const uint32_t s0 = smem_u32(smem);
+  const uint32_t s0 = smem_addr(smem);
   F f(p, m0, n0);
 
 #pragma unroll
@@ -301,18 +298,32 @@ inline bool pair_stores(const void* y, int dtype, int64_t y_row_stride) {
   return reinterpret_cast<uintptr_t>(y) % (2 * es) == 0 && y_row_stride % 2 == 0;
 }
 
+// Per device and kernel, done once (the GEMV's pattern): raise the dynamic shared-memory limit, remember the SM
+// count. Later calls, e.g. those a CUDA graph captures, make no attribute calls.
+template <class F>
+cudaError_t prepare(int dev, int& sms) {
+  static std::atomic<int> cached[64];  // SM count; 0 = not prepared yet
+  std::atomic<int>* slot = dev < 64 ? &cached[dev] : nullptr;
+  sms = slot ? slot->load(std::memory_order_relaxed) : 0;
+  if (sms > 0) return cudaSuccess;
+  constexpr int smem = smem_bytes<F>();
+  if (smem > 48 * 1024) {
+    QUAMBA_CUDA_TRY(cudaFuncSetAttribute(gemm_kernel<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
+  QUAMBA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  if (sms < 1) sms = 1;
+  if (slot) slot->store(sms, std::memory_order_relaxed);
+  return cudaSuccess;
+}
+
 template <class F>
 cudaError_t launch_one(const typename F::Params& p, bool pairs, cudaStream_t stream) {
   using T = typename F::T;
   const int64_t gx = ceil_div<int64_t>(p.m, T::kBM);
   const int gy = ceil_div(p.n, T::kBN);
   if (gx > 0x7fffffffLL || gy > 65535) return cudaErrorInvalidValue;
-  constexpr int smem = smem_bytes<F>();
-  auto kernel = gemm_kernel<F>;
-  if (smem > 48 * 1024) {
-    QUAMBA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  }
-  kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), T::kThreads, smem, stream>>>(p, pairs);
+  gemm_kernel<F><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), T::kThreads, smem_bytes<F>(), stream>>>(
+      p, pairs);
   return cudaGetLastError();
 }
 
@@ -320,9 +331,10 @@ cudaError_t launch_one(const typename F::Params& p, bool pairs, cudaStream_t str
 // small tiles (4x the blocks: narrow layers such as x_proj, or a few hundred token rows).
 template <class Big, class Small>
 cudaError_t launch(const typename Big::Params& p, bool pairs, cudaStream_t stream) {
-  int dev = 0, sms = 0;
+  int dev = 0, sms = 0, sms_small = 0;
   QUAMBA_CUDA_TRY(cudaGetDevice(&dev));
-  QUAMBA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  QUAMBA_CUDA_TRY(prepare<Big>(dev, sms));
+  QUAMBA_CUDA_TRY(prepare<Small>(dev, sms_small));
   const int64_t big_tiles = ceil_div<int64_t>(p.m, Big::T::kBM) * ceil_div(p.n, Big::T::kBN);
   if (big_tiles >= sms) return launch_one<Big>(p, pairs, stream);
   return launch_one<Small>(p, pairs, stream);
