@@ -84,6 +84,23 @@ def test_quant_embedding(bits, scale_dtype):
     assert torch.equal(out.double(), exact)
 
 
+@pytest.mark.parametrize("d", [6, 7])
+def test_quant_embedding_packed4_equals_full_table(d):
+    """Gathering the packed rows first (QuantEmbedding W4, the ONNX node) gives exactly the op on the whole
+    unpacked table."""
+    from quamba_edge.ops.quant_embedding import quant_embedding_packed4
+    from quamba_edge.quant.packing import pack_int4, unpack_int4
+
+    g = torch.Generator().manual_seed(2)
+    codes = torch.randint(0, 16, (13, d), generator=g).to(torch.uint8)
+    packed = pack_int4(codes, pad_code=8)
+    assert torch.equal(unpack_int4(packed, d), codes)
+    row_scale = (torch.rand(13, generator=g) * 0.1 + 0.001).to(torch.float16)
+    ids = torch.tensor([[0, 12, 5, 5], [3, 1, 12, 0]])
+    want = quant_embedding(ids, codes, row_scale, 4)
+    assert torch.equal(quant_embedding_packed4(ids, packed, row_scale, d), want)
+
+
 def test_quant_embedding_errors():
     with pytest.raises(ValueError):
         quant_embedding(torch.zeros(1, 1, dtype=torch.long), torch.zeros(2, 2, dtype=torch.int8),

@@ -171,3 +171,17 @@ def test_quant_hadamard_clamps_and_matches():
     assert q.dtype == torch.int8
     assert q.min() >= -128 and q.max() <= 127 and (q.abs() >= 127).any()
     assert torch.equal(q, quantize_sym(hadamard_transform(x), s))
+
+
+@pytest.mark.parametrize("n", [16, 96, 128, 640, 768, 2560, 5120, 8192])
+def test_hadamard_kron_equals_the_matrix(n):
+    """The two-factor online transform (W4A16 out_proj input) equals x @ M^T with M = hadamard_matrix(n) up to
+    fp32 summation order."""
+    from quamba_edge.quant.hadamard import hadamard_kron
+
+    x = torch.randn(3, 2, n, generator=torch.Generator().manual_seed(n), dtype=torch.float32)
+    want = x.double() @ hadamard_matrix(n, torch.float64).T
+    got = hadamard_kron(x.half())
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    torch.testing.assert_close(got.double(), (x.half().double() @ hadamard_matrix(n, torch.float64).T),
+                               rtol=0, atol=2e-6 * float(want.abs().max()))

@@ -248,3 +248,26 @@ def test_quant_hadamard_fake_quant_consistency():
     s = (y @ m.T).abs().max() / 127 * 0.8
     q = ops.quant_hadamard(y, m, s)
     assert torch.equal(q.float() * s, fake_quant(y @ m.T, s))
+
+
+def test_memo_caches_until_a_source_changes():
+    """Constant per-channel tables are built once per decode run (qlinear.memo), rebuilt after an in-place
+    write to a source, and also under inference mode (the torch backends' forward)."""
+    from torch import nn
+
+    from quamba_edge.quant.qlinear import memo
+
+    m, t, calls = nn.Module(), torch.ones(3), []
+
+    def build():
+        calls.append(1)
+        return t * 2
+
+    with torch.inference_mode():
+        a, b = memo(m, "k", (t,), build), memo(m, "k", (t,), build)
+    assert a is b and len(calls) == 1
+    t.add_(1)
+    assert float(memo(m, "k", (t,), build)[0]) == 4.0 and len(calls) == 2
+    u = torch.ones(3)  # another tensor under the same name is another table
+    memo(m, "k", (u,), build)
+    assert len(calls) == 3

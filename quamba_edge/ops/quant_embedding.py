@@ -52,15 +52,26 @@ def quant_embedding(
     return rows * row_scale.to(torch.float32)[ids].unsqueeze(-1)
 
 
+def quant_embedding_packed4(ids: torch.Tensor, packed: torch.Tensor, row_scale: torch.Tensor,
+                            embedding_dim: int) -> torch.Tensor:
+    """:func:`quant_embedding` (bits 4) on the stored packed table ``uint8 [V, ceil(d/2)]``: the rows of
+    ``ids`` are gathered first and only they are unpacked (unpacking the whole table costs a full pass
+    over it per call: ~10 ms a decode step for a 256000 x 4096 vocabulary on an H200). Same arithmetic."""
+    from ..quant.packing import unpack_int4
+
+    flat = ids.reshape(-1).to(torch.int64)
+    rows = unpack_int4(packed[flat], embedding_dim)
+    local = torch.arange(flat.numel(), device=flat.device).reshape(ids.shape)
+    return quant_embedding(local, rows, row_scale[flat], 4)
+
+
 # ---- registry record ---------------------------------------------------------------------------
 
 
 def _node(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, *, bits: int,
           embedding_dim: int, **_: object) -> tuple[torch.Tensor]:
     if bits == 4:
-        from ..quant.packing import unpack_int4
-
-        table = unpack_int4(table, embedding_dim)
+        return (quant_embedding_packed4(ids, table, row_scale, embedding_dim),)
     return (quant_embedding(ids, table, row_scale, bits),)
 
 

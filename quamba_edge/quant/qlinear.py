@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
 from ..ops import registry
-from ..ops.quant_embedding import emit_quant_embedding
+from ..ops.quant_embedding import emit_quant_embedding, quant_embedding_packed4
 from ..ops.scales import expand_segment_scales
 from ..ops.w4a8_linear import emit_w4a8_linear
 from ..ops.w4a16_linear import emit_w4a16_linear
@@ -80,21 +80,27 @@ def as_scale(s, shape: Sequence[int] = ()) -> Tensor:
     return t.reshape(shape).clone()
 
 
-def _segment_rows(module: nn.Module, t: Tensor, segments: Sequence[int]) -> Tensor:
-    """``expand_segment_scales(t, segments)`` on ``t``'s device, cached on the module per scale tensor while it is
-    unchanged (same storage and version): the decode step would otherwise build the [N] row scales on every
-    call. Not cached while exporting (traced tensors) or for inference tensors (no version counter)."""
+def memo(module: nn.Module, name: object, sources: Sequence[Tensor], fn) -> Tensor:
+    """``fn()`` cached on ``module`` under ``name`` while every tensor of ``sources`` is unchanged (the same
+    tensor, storage and version): constant per-channel tables (segment row scales, gathered group scales)
+    would otherwise be rebuilt by a few small kernels on every decode step. Not cached while exporting
+    (traced tensors) or for inference tensors (no version counter)."""
     if registry.exporting():
-        return expand_segment_scales(t, segments).to(t.device)
+        return fn()
     try:
-        key = (t.data_ptr(), t._version, t.device)
+        key = tuple((t.data_ptr(), t._version, t.device) for t in sources)
     except RuntimeError:
-        return expand_segment_scales(t, segments).to(t.device)
-    cache = module.__dict__.setdefault("_segment_rows_cache", {})
-    hit = cache.get(id(t))
-    if hit is None or hit[0] is not t or hit[1] != key:
-        hit = cache[id(t)] = (t, key, expand_segment_scales(t, segments).to(t.device))
+        return fn()
+    cache = module.__dict__.setdefault("_memo_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[1] != key or any(a is not b for a, b in zip(hit[0], sources)):
+        hit = cache[name] = (tuple(sources), key, fn())
     return hit[2]
+
+
+def _segment_rows(module: nn.Module, t: Tensor, segments: Sequence[int]) -> Tensor:
+    """``expand_segment_scales(t, segments)`` on ``t``'s device, cached on the module (:func:`memo`)."""
+    return memo(module, ("segment_rows", id(t)), (t,), lambda: expand_segment_scales(t, segments).to(t.device))
 
 
 def _weight_of(linear_or_weight) -> tuple[Tensor, Tensor | None]:
@@ -399,7 +405,9 @@ class QuantEmbedding(nn.Module):
             return F.embedding(ids, self.weight).float()
         if registry.exporting():  # the node takes the stored (packed) table
             return emit_quant_embedding(ids, self.weight, self.row_scale, self.bits, self.embedding_dim)
-        return ops.quant_embedding(ids, self.table(), self.row_scale, self.bits)
+        if self.bits == 4:  # gather the packed rows, then unpack only those
+            return quant_embedding_packed4(ids, self.weight, self.row_scale, self.embedding_dim)
+        return ops.quant_embedding(ids, self.weight, self.row_scale, self.bits)
 
     def dequantized_weight(self) -> Tensor:
         if self.bits == 16:

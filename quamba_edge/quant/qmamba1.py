@@ -32,8 +32,10 @@ from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
 from ..models import ssm as fp_ssm
 from ..models.config import MambaConfig
 from .gptq import GPTQResult
+from .hadamard import hadamard_kron
 from .qconfig import QuantConfig
-from .qlinear import FPLinear, W4A8Linear, W4A16Linear, W8A8Linear, as_scale, online_hadamard_matrix
+from .qlinear import (FPLinear, W4A8Linear, W4A16Linear, W8A8Linear, _segment_rows, as_scale,
+                      online_hadamard_matrix)
 from .quantize import quantize_per_segment, quantize_per_tensor, segments_from_sizes
 
 __all__ = ["QMamba1Mixer", "QuantCausalConv1d", "FPConv1d", "ScaleLookup", "split_out_proj"]
@@ -154,7 +156,7 @@ class QuantCausalConv1d(nn.Module):
     def per_channel(self, t: Tensor) -> Tensor:
         if len(self.segments) == 1:
             return t.reshape(())
-        return ops.expand_segment_scales(t, self.segments).to(t.device)
+        return _segment_rows(self, t, self.segments)
 
     def forward(self, x_q: Tensor, out_scale: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
         bs = None if self.bias is None else self.per_channel(self.bias_scale)
@@ -233,6 +235,15 @@ def _hadamard_for(n: int, device: torch.device) -> Tensor:
             _HAD_CACHE.clear()
         _HAD_CACHE[key] = m
     return m
+
+
+def _online_hadamard(y: Tensor, n: int) -> Tensor:
+    """The float online transform of the W4A16 out_proj input: the matrix op when exporting (the ONNX
+    graph takes M), else its two-factor form (``quant.hadamard.hadamard_kron``, same values up to fp32
+    summation order)."""
+    if exporting():
+        return ops.hadamard(y, _hadamard_for(n, y.device))
+    return hadamard_kron(y)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,7 +344,7 @@ class QMamba1Mixer(nn.Module):
                 y_q = _quantize_int8(y, self.out_proj.input_scale)
             return self.out_proj(y_q)
         if self.hadamard:
-            y = ops.hadamard(y, _hadamard_for(self.d_inner, y.device))
+            y = _online_hadamard(y, self.d_inner)
         return self.out_proj(y)
 
     def _forward_a8(self, h_q: Tensor, conv_state, ssm_state, decode: bool):

@@ -41,12 +41,13 @@ from ..models.config import MambaConfig
 from ..ops.scales import head_channel_index
 from .gptq import GPTQResult
 from .qconfig import QuantConfig
-from .qlinear import W4A8Linear, W4A16Linear, W8A8Linear, W8A8SegmentLinear, as_scale
+from .qlinear import W4A8Linear, W4A16Linear, W8A8Linear, W8A8SegmentLinear, as_scale, memo
 from .qmamba1 import (
     FPConv1d,
     QuantCausalConv1d,
     ScaleLookup,
     _hadamard_for,
+    _online_hadamard,
     _quantize_int8,
     quantize_scalar_param,
     split_out_proj,
@@ -155,7 +156,8 @@ class QMamba2Mixer(nn.Module):
 
     def x_channel_scales(self) -> Tensor:
         """x (conv output / SSD input) scales per channel ``[H, P]`` (``ops.scales`` layout)."""
-        return self.x_out_scale[self._g_idx, self._i_idx, self._j_idx]
+        idx = (self._g_idx, self._i_idx, self._j_idx)
+        return memo(self, "x_channel_scales", (self.x_out_scale, *idx), lambda: self.x_out_scale[idx])
 
     def state_channel_scales(self) -> Tensor | None:
         """SSM state scales ``[H, P, N]``, or None for an fp state."""
@@ -187,8 +189,10 @@ class QMamba2Mixer(nn.Module):
     def conv_out_channel_scales(self) -> Tensor:
         """Conv output scales ``[E + 2GN]`` (x | B | C)."""
         n = self.d_state
-        return ops.conv_channel_scales(self.x_channel_scales(), self.B_out_scale.repeat_interleave(n),
-                                       self.C_out_scale.repeat_interleave(n))
+        srcs = (self.x_out_scale, self._g_idx, self._i_idx, self._j_idx, self.B_out_scale, self.C_out_scale)
+        return memo(self, "conv_out_channel_scales", srcs,
+                    lambda: ops.conv_channel_scales(self.x_channel_scales(), self.B_out_scale.repeat_interleave(n),
+                                                    self.C_out_scale.repeat_interleave(n)))
 
     @property
     def conv_state_dtype(self) -> torch.dtype:
@@ -292,7 +296,7 @@ class QMamba2Mixer(nn.Module):
         yn = fp_ssm.gated_rms_norm(y, z, self.norm.weight, self.eps, self.group_size_norm,
                                    self.norm_before_gate)
         if self.hadamard:
-            yn = ops.hadamard(yn, _hadamard_for(e, yn.device))
+            yn = _online_hadamard(yn, e)
         return self.out_proj(yn), new_conv.to(self.fp_state_dtype), new_ssm
 
     # ---- construction ------------------------------------------------------------------------------
