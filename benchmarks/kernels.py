@@ -47,14 +47,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import inspect
 import json
 import os
 import shlex
-import statistics
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -67,6 +65,8 @@ if __name__ == "__main__":  # kernels_mamba2 does `from kernels import ...`: giv
     sys.modules.setdefault("kernels", sys.modules[__name__])
 
 import torch  # noqa: E402
+
+from quamba_edge.bench.timing import kernel_bandwidths, launch_floor_ms, time_ms  # noqa: E402
 
 MODELS = {
     # name: d_model, d_inner, d_state, d_conv (+ Mamba2: headdim, nheads, ngroups, chunk)
@@ -94,62 +94,6 @@ def _get(case: Any, key: str, default: Any = None) -> Any:
     return getattr(case, key, default)
 
 
-def _indexed(fn: Callable) -> Callable[[int], None]:
-    try:
-        nparams = len(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        nparams = 1
-    return fn if nparams >= 1 else (lambda i: fn())
-
-
-def _time_eager(fn: Callable[[int], None], reps: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for i in range(reps):
-        fn(i)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
-
-
-def time_ms(fn: Callable[[int], None], target_ms: float = 20.0, replays: int = 7) -> tuple[float, str]:
-    """Median ms per call and the method ("graph" or "eager")."""
-    fn = _indexed(fn)
-    for i in range(3):  # warm-up (module load, allocator, autotuning)
-        fn(i)
-    torch.cuda.synchronize()
-    one = _time_eager(fn, 3)
-    reps = int(max(1, min(500, target_ms / max(one, 1e-3))))
-    try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for i in range(2):
-                fn(i)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for i in range(reps):
-                fn(i)
-        g.replay()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(replays):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            g.replay()
-            e.record()
-            torch.cuda.synchronize()
-            times.append(s.elapsed_time(e) / reps)
-        del g
-        return statistics.median(times), "graph"
-    except Exception:  # not capturable: eager loop (includes launch gaps)
-        torch.cuda.synchronize()
-        times = [_time_eager(fn, reps) for _ in range(replays)]
-        return statistics.median(times), "eager"
-
-
 def copy_bandwidth(nbytes: int = 2**30) -> float:
     """A graph-captured device-to-device ``copy_`` in bytes/s (read + written). Inside a CUDA graph it runs as a
     memcpy node on the copy engines, well below what a kernel reaches: recorded, never used as a floor."""
@@ -160,30 +104,11 @@ def copy_bandwidth(nbytes: int = 2**30) -> float:
     return 2 * nbytes / (ms * 1e-3)
 
 
-def kernel_bandwidths(nbytes: int = 4 * 2**30) -> dict[str, float]:
-    """The best rates kernels reach over ``nbytes`` (>= 4 GiB, far past L2), bytes/s: ``read`` = an fp16 ``sum``
-    (read-only reduction), ``read_write`` = an in-place ``bitwise_not_`` (bytes read + written)."""
-    x = torch.randn(nbytes // 2, device="cuda", dtype=torch.float16)
-    read_ms, _ = time_ms(lambda i: x.sum(), target_ms=60.0)
-    del x
-    b = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_(0, 255)
-    rw_ms, _ = time_ms(lambda i: b.bitwise_not_(), target_ms=60.0)
-    del b
-    torch.cuda.empty_cache()
-    return {"read": nbytes / (read_ms * 1e-3), "read_write": 2 * nbytes / (rw_ms * 1e-3)}
-
-
 def state_pass_ms(nbytes: int) -> float:
     """One in-place elementwise pass over ``nbytes`` (read + write), rotated over > 2x L2."""
     sets = [torch.zeros(nbytes, dtype=torch.uint8, device="cuda") for _ in range(l2_sets(nbytes))]
     ms, _ = time_ms(lambda i: sets[i % len(sets)].bitwise_not_())
     del sets
-    return ms
-
-
-def launch_floor_ms() -> float:
-    x = torch.zeros(1, device="cuda")
-    ms, _ = time_ms(lambda i: x.add_(1.0), target_ms=5.0)
     return ms
 
 

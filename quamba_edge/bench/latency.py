@@ -367,14 +367,19 @@ def _speedups(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def markdown(doc: dict[str, Any]) -> str:
+def markdown(doc: dict[str, Any], per_op: bool = True) -> str:
+    """The results as markdown: the main table (TPOT per batch, TTFT per prompt length, the eager step, ratios
+    to the byte floor and to fp16, peak memory), the Orin projection and, with ``per_op``, the profiled
+    per-op tables."""
     rows, cfg = doc["rows"], doc["config"]
     sp = _speedups(rows)
+    lmax = max(cfg["prompt_lens"])
     lines = [f"Device: {doc['device']['name']} · commit {doc['commit'][:10]} · {doc['date']} · {doc['values']}",
              f"Floors: read {doc['floors']['read_Bps'] / 1e9:.0f} GB/s, read+write "
              f"{doc['floors']['read_write_Bps'] / 1e9:.0f} GB/s, launch {doc['floors']['launch_us']:.2f} µs", ""]
     head = ["model", "precision"] + [f"TPOT B={b} ms" for b in cfg["batches"]] + \
-        [f"TTFT L={L} ms" for L in cfg["prompt_lens"]] + ["TPOT / floor (B=1)", "× fp16 TPOT B=1", "peak MiB"]
+        [f"TTFT L={L} ms" for L in cfg["prompt_lens"]] + \
+        ["eager TPOT B=1 ms", "TPOT / floor (B=1)", "× fp16 TPOT B=1", f"× fp16 TTFT L={lmax}", "peak MiB"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "skipped" in r:
@@ -384,9 +389,12 @@ def markdown(doc: dict[str, Any]) -> str:
         tt = [f"{r['ttft_ms'][str(L)]['median']:.2f}" for L in cfg["prompt_lens"]]
         floor = r.get("floor", {}).get("bytes_us")
         ratio = f"{1000 * r['tpot_ms']['1']['median'] / floor:.2f}" if floor and "1" in r["tpot_ms"] else "—"
-        s = sp.get((r["model"], r["precision"]), {}).get("tpot_b1")
-        lines.append("| " + " | ".join([r["model"], r["precision"], *tp, *tt, ratio,
-                                         f"{s:.2f}" if s else "—", f"{r['peak_memory_mb']:.0f}"]) + " |")
+        mine = sp.get((r["model"], r["precision"]), {})
+        s, st = mine.get("tpot_b1"), mine.get(f"ttft_L{lmax}")
+        eager = r.get("tpot_eager_ms_b1", {}).get("median")
+        lines.append("| " + " | ".join([r["model"], r["precision"], *tp, *tt, f"{eager:.2f}" if eager else "—",
+                                         ratio, f"{s:.2f}" if s else "—", f"{st:.2f}" if st else "—",
+                                         f"{r['peak_memory_mb']:.0f}"]) + " |")
     proj = [r for r in rows if r.get("orin_projection")]
     if proj:
         names = list(proj[0]["orin_projection"])
@@ -400,7 +408,7 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {r['model']} | {r['precision']} | "
                          + " | ".join(f"{o[n]['ms_per_token']:.1f}" for n in names)
                          + f" | {'yes' if o[names[0]]['fits'] else 'no'} |")
-    for r in rows:
+    for r in rows if per_op else ():
         if r.get("roofline_table"):
             lines += ["", f"Per-op decode step (batch 1, eager, profiled) — {r['model']} {r['precision']}:", "",
                       r["roofline_table"]]
