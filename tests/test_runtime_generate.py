@@ -60,6 +60,20 @@ def test_greedy_equals_argmax_loop(model):
     assert model.generate(np.array(ids), max_new_tokens=12, eos_token_id=None).tokens == out.tokens
 
 
+def test_token_ids_without_a_tokenizer(m2):
+    """tokenizer=False: token ids in and out (benchmarks, apps that tokenize elsewhere); text is refused."""
+    bare = EdgeModel.from_torch(m2.backend.model, tokenizer=False)
+    ids = m2.tokenizer.encode(PROMPTS[0])
+    out = bare.generate(ids, max_new_tokens=10, eos_token_id=None)
+    assert out.tokens == m2.generate(ids, max_new_tokens=10, eos_token_id=None).tokens and out.text == ""
+    batch = bare.generate([ids, ids[:3]], max_new_tokens=4, eos_token_id=None, stop=[out.tokens[2]])
+    assert batch.tokens[0] == out.tokens[:3] and batch.finish_reason[0] == "stop"
+    with pytest.raises(ValueError, match="no tokenizer"):
+        bare.generate("text", max_new_tokens=2)
+    with pytest.raises(ValueError, match="stop strings need a tokenizer"):
+        bare.generate(ids, max_new_tokens=2, stop="x")
+
+
 def test_stream_equals_non_stream(model):
     for prompt, kw in ((PROMPTS[3], {}), (PROMPTS[0], dict(do_sample=True, temperature=1.3, top_k=0, seed=7))):
         full = model.generate(prompt, max_new_tokens=16, eos_token_id=None, **kw)

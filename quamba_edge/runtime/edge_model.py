@@ -260,7 +260,7 @@ class EdgeModel:
         ``torch.set_num_threads``, process-wide). ``max_prompt_tokens``: reject longer prompts (default: no
         limit). ``prefill_chunk``: feed prompts in chunks of at most this many tokens (default: whole, or
         the backend's profile limit). ``tokenizer``: a folder / tokenizer.json / Tokenizer instead of the
-        model's own.
+        model's own, or ``False`` for none (token ids in and out, ``text`` is "").
 
         Raises ValueError for an unknown backend or one that cannot run this kind of model (naming what
         to do), :class:`BackendUnavailableError` (a RuntimeError) when the backend is not installed here,
@@ -298,7 +298,8 @@ class EdgeModel:
     def from_torch(cls, model: Any, tokenizer: Any = None, *, precision: str | None = None,
                    max_prompt_tokens: int | None = None, prefill_chunk: int | None = None) -> "EdgeModel":
         """Wrap an in-memory ``MambaLM`` / ``QuantMambaLM`` (torch backend on the model's device).
-        ``tokenizer``: a folder, tokenizer.json or Tokenizer (default: the bundled tokenizer)."""
+        ``tokenizer``: a folder, tokenizer.json or Tokenizer (default: the bundled tokenizer); ``False``: none,
+        prompts and outputs are token ids only (``text`` is "")."""
         from quamba_edge.tokenizer import bundled_assets_dir
 
         from .backends.torch_backend import TorchBackend
@@ -495,6 +496,9 @@ class EdgeModel:
             raise ValueError(f"stream=True takes one prompt, got {len(new_ids)}; generate the batch without stream")
         eos_ids = self._eos_ids(eos_token_id)
         stop_strings, stop_ids = _parse_stop(stop, self.backend.vocab_size)
+        if stop_strings and isinstance(self.tokenizer, TokenIdsOnly):
+            raise ValueError("stop strings need a tokenizer (this EdgeModel has tokenizer=False); give stop token "
+                             "ids instead")
         run = _Run(self, new_ids, state, cfg, int(max_new_tokens), eos_ids, stop_ids, stop_strings,
                    np.random.default_rng(seed), self._chunk_limit(prefill_chunk), batched,
                    tokenize_s=time.perf_counter() - t0)
@@ -732,9 +736,28 @@ def _parse_stop(stop: Any, vocab: int) -> tuple[list[str], set[int]]:
     return strings, ids
 
 
+class TokenIdsOnly:
+    """The tokenizer of an EdgeModel made with ``tokenizer=False``: prompts and outputs are token ids only
+    (benchmarks, apps that tokenize elsewhere). ``encode`` refuses text; ``decode`` gives ""."""
+
+    eos_token_id = None
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = int(vocab_size)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        raise ValueError("this EdgeModel has no tokenizer (tokenizer=False): give prompts as token ids, or load "
+                         "it with a tokenizer to use text")
+
+    def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
+        return ""
+
+
 def _load_tok(tokenizer: Any, backend: Backend) -> Any:
     from quamba_edge.tokenizer import Tokenizer, load_tokenizer
 
+    if tokenizer is False:
+        return TokenIdsOnly(backend.vocab_size)
     if isinstance(tokenizer, Tokenizer):
         return tokenizer
     src = tokenizer if tokenizer is not None else backend.tokenizer_dir
