@@ -9,8 +9,10 @@ bucket) unless ``graphs=False``. Greedy token choice on the host from the step's
 * TPOT(B): ``tokens`` decode steps after a 16-token prompt at batch ``B``, per step.
 * per-op time (``profile``): the eager decode step at batch 1 under ``torch.profiler``, kernel times summed
   per op kind and set against the roofline of :mod:`quamba_edge.bench.roofline`.
-* peak memory: ``torch.cuda.max_memory_allocated`` over the model's runs; on a Jetson with jetson-stats
-  (optional extra, AGPL, imported lazily) the board's RAM and power during the TPOT runs too.
+* peak memory: ``torch.cuda.max_memory_allocated`` over the model's runs, torch's peak reservation, the
+  device memory NVML reports in use after them (discrete GPUs, where pynvml is installed) and the process's
+  peak RSS (/proc); on a Jetson with jetson-stats (optional extra, AGPL, imported lazily) the board's RAM and
+  power during the TPOT runs too.
 
 Every figure is the median of ``repeats`` runs after ``warmup`` runs, with the min and max.
 """
@@ -171,6 +173,27 @@ class JetsonMonitor:
             self._jtop.close()
 
 
+def _memory_readings(device: str) -> dict[str, Any]:
+    """Besides torch's peak allocation: what the driver says the device uses (NVML, where pynvml is installed:
+    includes the CUDA context, cuBLAS workspaces and the allocator's cache) and the process's peak RSS from
+    /proc (on a Jetson's unified memory, host and GPU allocations both count there)."""
+    import torch
+
+    from quamba_edge.runtime.stats import peak_rss_mb
+
+    out: dict[str, Any] = {"torch_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+                           "process_peak_rss_mb": peak_rss_mb()}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        idx = torch.device(device).index or 0
+        out["nvml_used_mb"] = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(idx)).used / 2**20
+    except Exception as e:  # no pynvml / no NVML (Jetson): say so
+        out["nvml"] = f"not available ({type(e).__name__})"
+    return out
+
+
 def _top_kernels(kernels: list[tuple[str, float]], n: int = 15) -> list[dict[str, Any]]:
     """The ``n`` kernel names that take the most time per step: where the time goes, by name."""
     acc: dict[str, list[float]] = {}
@@ -281,6 +304,7 @@ def _bench_one(name: str, precision: str, cfg: BenchConfig, floors: dict[str, fl
         row["skipped"] = f"out of memory: {str(e).splitlines()[0]}"
     finally:
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        row["memory"] = _memory_readings(cfg.device)
         del be, model
         torch.cuda.empty_cache()
     return row

@@ -25,6 +25,9 @@ def test_bench_small(tmp_path, capsys):
         assert all(v["median"] > 0 and v["runs"] == 2 for v in (*r["tpot_ms"].values(), *r["ttft_ms"].values()))
         assert "batch buckets captured: 1, 4" in r["decode"] and "eager for" not in r["decode"]
         assert r["profile_us_per_step"] and r["floor"]["bytes_us"] > 0 and r["peak_memory_mb"] > 0
+        mem = r["memory"]
+        assert mem["torch_reserved_mb"] >= r["peak_memory_mb"] and mem["process_peak_rss_mb"] > 0
+        assert mem.get("nvml_used_mb", 1) > 0 and ("nvml_used_mb" in mem or "not available" in mem["nvml"])
         assert set(r["orin_projection"]) and all(p["ms_per_token"] > 0 for p in r["orin_projection"].values())
         if r["precision"] == "w4a8":  # the quantized step runs our linear kernels
             assert "CUDA kernels: on" in r["kernels"] and r["profile_us_per_step"].get("linear", 0) > 0
