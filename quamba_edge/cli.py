@@ -600,6 +600,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from quamba_edge.runtime.engine_build import build_engine
+
+    out = build_engine(args.export_dir, max_batch=args.max_batch, max_seq=args.max_seq, plugins=args.plugins,
+                       workspace_mb=args.workspace, timing_cache=args.timing_cache, progress=sys.stderr.isatty())
+    print(out)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from quamba_edge.bench.latency import BenchConfig, markdown, parse_ints, run_bench, split_names, write_outputs
     from quamba_edge.bench.roofline import MODEL_SHAPES
@@ -699,6 +708,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation dtype: fp32 for ONNX Runtime (default), fp16 for TensorRT")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "build", help="build a TensorRT engine from an fp16 export, with our plugins (on the device)",
+        description="Build EXPORT_DIR/model.engine (+ model.engine.json: what it was built from) from an export "
+                    "made with --dtype fp16: strongly typed network, our plugin library loaded, prefill and "
+                    "decode optimization profiles, optional timing cache. Needs TensorRT (JetPack on a Jetson).")
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="directory written by `quamba-edge export --dtype fp16`")
+    p.add_argument("--max-batch", type=int, default=1, help="largest batch the engine takes (default 1)")
+    p.add_argument("--max-seq", type=int, default=2048, help="longest prefill chunk in tokens (default 2048)")
+    p.add_argument("--plugins", metavar="LIB", help="libquamba_trt_plugins.so (default: $QUAMBA_TRT_PLUGINS, "
+                                                    "else build/plugins/trt/ of this checkout)")
+    p.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MB (default TensorRT's)")
+    p.add_argument("--timing-cache", metavar="FILE", help="read and update this timing cache")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser(
         "generate", help="generate text from a prompt (EdgeModel on the best available backend)",
@@ -824,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     user_errors: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError, NotADirectoryError,
                                                     ValueError)
-    if args.command in ("export", "generate", "demo", "bench"):
+    if args.command in ("export", "generate", "demo", "bench", "build"):
         from quamba_edge.runtime.backends.base import BackendUnavailableError
 
         user_errors += (BackendUnavailableError,)

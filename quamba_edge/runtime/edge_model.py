@@ -12,7 +12,7 @@
 What loads where (``backend="auto"``):
 
 * an export directory (``quamba-edge export``: model.onnx + export.json) -> TensorRT when it is installed
-  and an engine exists (not yet: the engine builder arrives with the plugin issue), else ONNX Runtime;
+  and an engine exists (`quamba-edge build`; the engine runtime is not there yet), else ONNX Runtime;
 * a quantized artifact (``quamba-edge quantize``), an FP checkpoint directory or a bundled model name ->
   the torch reference, on CUDA when available (``torch-cuda``), else on CPU (``torch``).
 

@@ -1,7 +1,8 @@
 """TensorRT backend (Jetson and any TensorRT machine).
 
-Not available yet: the engine builder and the plugin library arrive with the plugin issue. This module
-only explains why the backend cannot run, in one clear message (and never imports torch).
+Not available yet: the plugin library and the engine builder (``quamba-edge build``,
+``runtime/engine_build.py``) exist, the runtime that executes an engine does not. This module only explains
+why the backend cannot run, in one clear message (and never imports torch).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from ..engine_build import ENGINE_FILE
 from .base import BackendUnavailableError
 
 __all__ = ["tensorrt_version", "tensorrt_status", "TensorRTBackend", "ENGINE_FILE"]
-
-ENGINE_FILE = "model.engine"
 
 
 def tensorrt_version() -> str | None:
@@ -33,10 +33,10 @@ def tensorrt_status(export_dir: Path | None = None) -> tuple[bool, str]:
     if v is None:
         return False, "tensorrt not installed (it comes with JetPack on a Jetson: python3-libnvinfer)"
     if export_dir is None or not (Path(export_dir) / ENGINE_FILE).is_file():
-        return False, (f"tensorrt {v} found but no engine ({ENGINE_FILE}) for this export; the engine builder "
-                       "and plugins arrive with the TensorRT plugin issue")
+        return False, (f"tensorrt {v} found but no engine ({ENGINE_FILE}) for this export; build one on this "
+                       "device with `quamba-edge build EXPORT_DIR` (and the TensorRT runtime backend, not there yet)")
     return False, (f"tensorrt {v} and an engine found, but this quamba-edge cannot run engines yet (the "
-                   "TensorRT runtime arrives with the plugin issue)")
+                   "TensorRT runtime backend is the open part of the plugin issue)")
 
 
 class TensorRTBackend:
