@@ -11,21 +11,13 @@
 # Logs and results go to $OUT (default ./gemm_check_out). Exit code 0 only when every step passed.
 # Usage: bash plugins/gemm_check.sh [--skip-tests] [--skip-sanitize] [--skip-bench]
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gemm_check_out}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1
-export QUAMBA_KERNELS_BUILD_DIR=${QUAMBA_KERNELS_BUILD_DIR:-/tmp/quamba_kernels_build}
-export MAX_JOBS=${MAX_JOBS:-$(nproc)}
-PY=${PY:-python3}
+CHECK_NAME=gemm_check
+# shellcheck source=plugins/gpu_env.sh
+source "$(dirname "$0")/gpu_env.sh"
 SKIP_TESTS=0; SKIP_SAN=0; SKIP_BENCH=0
 for a in "$@"; do case $a in
   --skip-tests) SKIP_TESTS=1;; --skip-sanitize) SKIP_SAN=1;; --skip-bench) SKIP_BENCH=1;;
   *) echo "unknown option $a" >&2; exit 2;; esac; done
-status=0
-step() { echo; echo "===== $* ====="; }
-fail() { echo "FAILED: $*"; status=1; }
 summary=()
 TESTS="tests/gpu/test_kernel_w8a8_linear.py tests/gpu/test_kernel_w4a8_linear.py tests/gpu/test_kernel_w4a16_linear.py"
 

@@ -8,14 +8,9 @@
 # Logs go to $OUT (default ./gpu_check_out). Globs everywhere: new kernels, tests and bench cases join.
 # Usage: bash plugins/gpu_check.sh [--skip-bench] [--skip-sanitize] [--only-bench]
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu_check_out}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1
-export QUAMBA_KERNELS_BUILD_DIR=${QUAMBA_KERNELS_BUILD_DIR:-/tmp/quamba_kernels_build}
-export MAX_JOBS=${MAX_JOBS:-$(nproc)}
-PY=${PY:-python3}
+CHECK_NAME=gpu_check
+# shellcheck source=plugins/gpu_env.sh
+source "$(dirname "$0")/gpu_env.sh"
 SKIP_BENCH=0; SKIP_SAN=0; ONLY_BENCH=0
 for a in "$@"; do case $a in
   --skip-bench) SKIP_BENCH=1;; --skip-sanitize) SKIP_SAN=1;; --only-bench) ONLY_BENCH=1;;
@@ -25,9 +20,6 @@ CUDA_BIN=$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")
 SAN=$(command -v compute-sanitizer || ls "$CUDA_BIN"/compute-sanitizer /usr/local/cuda/bin/compute-sanitizer \
       /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
 ARCH=$($PY -c 'import torch; m,n=torch.cuda.get_device_capability(); print(f"{m}{n}")')
-status=0
-step() { echo; echo "===== $* ====="; }
-fail() { echo "FAILED: $*"; status=1; }
 
 step "device"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true

@@ -18,7 +18,6 @@ expects (dtype and shape, every mismatch named), then ``load_state_dict(strict=T
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from quamba_edge import __version__
-from quamba_edge._fs import apply_umask_permissions
+from quamba_edge._fs import apply_umask_permissions, file_sha256
 from quamba_edge.models.config import MambaConfig
 from quamba_edge.models.loading import CheckpointError
 from quamba_edge.tokenizer import resolve_model_dir
@@ -49,7 +48,6 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "added_tokens.json")
 _LIST_LIMIT = 20
-_CHUNK = 1 << 20
 
 
 class ArtifactError(CheckpointError):
@@ -69,14 +67,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _fmt_list(items: list[str]) -> str:
     shown = ", ".join(items[:_LIST_LIMIT])
     return shown + (f", ... ({len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else "")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync(path: Path) -> None:
