@@ -32,8 +32,8 @@ from typing import Any, Iterable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 
-#: nvinfer1::DataType values
-DATA_TYPE = {"float32": 0, "float16": 1, "int8": 2, "int32": 3}
+#: nvinfer1::DataType values (uint8: only to see the plugins refuse it; TensorRT plugins take no uint8 tensors)
+DATA_TYPE = {"float32": 0, "float16": 1, "int8": 2, "int32": 3, "uint8": 5}
 #: nvinfer1::PluginFieldType values of the field kinds in plugins/trt/generated/fields.h
 FIELD_TYPE = {"kFLOAT32": 1, "kINT32": 5, "kCHAR": 6}
 BUILD_ONLY = 1

@@ -2,8 +2,9 @@
 kernel-backed op, and every plugin goes through TensorRT's build-phase call sequence in the harness
 (createPlugin -> capabilities -> getOutputDataTypes -> symbolic getOutputShapes -> supportsFormatCombination ->
 configurePlugin -> getWorkspaceSize -> getFieldsToSerialize -> createPlugin(kRUNTIME) -> attachToContext), both
-for hand-made prefill / decode shapes and for every plugin node of real fp16 exports after fold_host_scales,
-as TensorRT's ONNX parser would hand them over. Bad fields, dtypes and shapes fail at the documented step
+for hand-made prefill / decode shapes and for every plugin node of real fp16 exports after prepare_trt_graph
+(host scales folded, packed int4 weights retyped to int8), as TensorRT's ONNX parser would hand them over.
+Bad fields, dtypes and shapes fail at the documented step
 with a message. The harness and plugin library are built by plugins/check_trt_compile.py (cached under
 build/; CI runs it first); without nvcc or TensorRT headers these tests are skipped."""
 
@@ -20,11 +21,15 @@ from trt_plugin_cases import all_cases, find
 from quamba_edge import trt_harness
 from quamba_edge.ops import registry
 from quamba_edge.ops.trt_fields import (
+    DEVICE_SCALES,
     FoldError,
     fold_host_scales,
     host_scale_inputs,
+    int8_packed_weights,
+    is_scalar_scale,
     plugin_fields,
     plugin_ops,
+    prepare_trt_graph,
     render_fields_header,
 )
 from quamba_edge.trt_harness import HarnessError, Tensor
@@ -53,6 +58,7 @@ def test_one_plugin_file_per_kernel_op():
 
 
 def test_host_scale_fields_are_the_scalar_scale_inputs():
+    """Every per-tensor scale input is a host-scale field unless the op's kernel reads it on the device."""
     for rec in plugin_ops():
         fields = plugin_fields(rec)
         assert [f.name for f in fields[: len(rec.attrs)]] == [a.name for a in rec.attrs]
@@ -61,8 +67,42 @@ def test_host_scale_fields_are_the_scalar_scale_inputs():
         for f in scales:
             p = rec.inputs[f.input_index]
             assert p.dtype == "float32" and p.shape.startswith("[]") and f.kind == "kFLOAT32" and f.default is None
+        scalar = {p.name for p in rec.inputs if is_scalar_scale(p)}
+        assert {f.name for f in scales} | DEVICE_SCALES.get(rec.name, frozenset()) == scalar, rec.name
     ssd = registry.get("QuantSSD")
     assert [ssd.inputs[i].name for i in host_scale_inputs(ssd)] == ["dt_scale", "A_log_scale", "D_scale"]
+    assert set(DEVICE_SCALES) <= {r.name for r in plugin_ops()}
+    for op in ("W8A8Linear", "W4A8Linear", "W4A16Linear"):
+        assert host_scale_inputs(registry.get(op)) == [], op
+
+
+def test_device_scales_follow_the_kernel_headers():
+    """A per-tensor scale is a host field exactly where the kernel's params struct takes ``float <name>``, and
+    goes to the kernel as a tensor exactly where it takes ``const float* <name>`` (DEVICE_SCALES)."""
+    inc = REPO / "plugins" / "kernels" / "include" / "quamba_kernels"
+    for rec in plugin_ops():
+        header = (inc / rec.kernel.replace(".cu", ".h")).read_text()
+        host = {rec.inputs[i].name for i in host_scale_inputs(rec)}
+        for p in rec.inputs:
+            if not is_scalar_scale(p):
+                continue
+            device_ptr = re.search(rf"const float\s*\*\s*{p.name}\s*;", header) is not None
+            host_float = re.search(rf"(?<![\w*])float\s+(?:\w+\s*,\s*)*{p.name}\s*[,;]", header) is not None
+            assert device_ptr != host_float, f"{rec.name}.{p.name}: not found once in {rec.kernel.replace('.cu', '.h')}"
+            assert (p.name in host) == host_float, f"{rec.name}.{p.name}: host field {p.name in host}"
+
+
+def test_trt_dtypes_carry_uint8_as_int8():
+    """The records' uint8 ports (packed int4 weights) appear as int8 in every TensorRT dtype variant; nothing
+    else changes but T -> float16."""
+    from quamba_edge.ops.trt_fields import TRT_ACT_DTYPE, variants
+
+    for rec in plugin_ops():
+        for row, b in zip(variants(rec), rec.variants(TRT_ACT_DTYPE)):
+            onnx_row = [rec.resolve(p.dtype, b) for p in (*rec.inputs, *rec.outputs)]
+            assert row == ["int8" if d == "uint8" else d for d in onnx_row]
+    w4 = registry.get("W4A16Linear")
+    assert w4.inputs[1].dtype == "uint8" and variants(w4) == [["float16", "int8", "float16", "float32", "float16"]]
 
 
 def test_hadamard_scale_matches_the_offline_matrix():
@@ -179,6 +219,60 @@ def test_unsupported_dtypes_are_refused(harness):
     _expect_failure(harness, scan, r"unsupported dtypes", inputs=ins)
 
 
+def test_linear_output_dtype_follows_out_int8(harness):
+    """Y is fixed by out_int8 alone: getOutputDataTypes gives int8 for 1 and float16 for 0, and a node whose
+    graph expects the other dtype fails there (the harness compares with the expected outputs)."""
+    for op in ("W8A8Linear", "W4A8Linear"):
+        for want in ("i8", "f16"):
+            case = find(CASES, op, want)
+            outs = _outs(case)
+            assert outs[0].dtype == ("int8" if want == "i8" else "float16")
+            outs[0].dtype = "float16" if want == "i8" else "int8"
+            _expect_failure(harness, case, r"getOutputDataTypes: output 0 has dtype", outputs=outs)
+            _expect_failure(harness, case, r"out_int8 must be 0 .* or 1 .* got 2", fields={**case.fields(), "out_int8": 2})
+
+
+def test_linear_fields_and_shapes_are_checked(harness):
+    w4 = find(CASES, "W4A8Linear", "g128-i8")
+    k = w4.attrs["in_features"]
+    _expect_failure(harness, w4, r"createPlugin\(kBUILD\) returned null.*in_features K = 24 is not supported.*K % 32",
+                    fields={**w4.fields(), "in_features": 24})
+    _expect_failure(harness, w4, r"group_size = 48 is not supported", fields={**w4.fields(), "group_size": 48})
+    _expect_failure(harness, w4, rf"configurePlugin failed.*'x_q' has K = {k} features, but the node's in_features is "
+                    rf"{k + 32}", fields={**w4.fields(), "in_features": k + 32})
+    ins = w4.input_tensors()
+    ins[2].dims = (ins[2].dims[0], ins[2].dims[1] + 1)  # qweight one byte per row too wide
+    _expect_failure(harness, w4, rf"configurePlugin failed.*'qweight' has {k // 2 + 1} bytes per row; K = {k} packs "
+                    rf"into {k // 2}", inputs=ins)
+    ins = w4.input_tensors()
+    ins[3].dims = (ins[3].dims[0], 1)  # s_group: one group where K / 128 are
+    _expect_failure(harness, w4, rf"'s_group' has 1 scales per row; K = {k} with group_size = 128 has {k // 128} groups",
+                    inputs=ins)
+    ins = w4.input_tensors()
+    ins[4].dims = (ins[4].dims[0] + 1,)  # s_channel [N + 1]
+    _expect_failure(harness, w4, r"input 's_channel' has shape .*\[N\]", inputs=ins)
+    w16 = find(CASES, "W4A16Linear", "g0")
+    ins = w16.input_tensors()
+    ins[2].dims = (ins[2].dims[0], 2)  # group_size 0: one scale per row
+    _expect_failure(harness, w16, r"'scale' has 2 scales per row; K = 32 with group_size = 0 has 1 groups", inputs=ins)
+    ins = w16.input_tensors()
+    ins[0].dtype = "float32"
+    _expect_failure(harness, w16, r"unsupported dtypes \(x float32", inputs=ins)
+    w8 = find(CASES, "W8A8Linear", "K100")
+    ins = w8.input_tensors()
+    ins[3].dims = ()  # a per-tensor w_scale: the exporter expands it to [N]
+    _expect_failure(harness, w8, r"input 'w_scale' has (shape \[\]|rank 0)", inputs=ins)
+
+
+def test_uint8_weights_are_refused_with_the_fix(harness):
+    """An export that skipped prepare_trt_graph hands the packed weights over as uint8, which no plugin takes."""
+    case = find(CASES, "W4A16Linear")
+    ins = case.input_tensors()
+    ins[1].dtype = "uint8"
+    _expect_failure(harness, case, r"unsupported dtypes \(x float16, qweight uint8.*no uint8 tensors.*prepare_trt_graph",
+                    inputs=ins)
+
+
 def test_inconsistent_shapes_fail_in_configure(harness):
     conv = find(CASES, "QuantCausalConv1d")
     ins = conv.input_tensors()
@@ -248,14 +342,18 @@ def fp16_exports(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trt-onnx")
     out = {}
-    for arch, recipe in (("mamba1", "quamba"), ("mamba1", "quamba2"), ("mamba2", "quamba2")):
+    # the W8A8 recipes, plus W4A8 (Mamba1: W4A8 linears and the W8A8 dt_proj) and W4A16 (Mamba2)
+    for arch, recipe, bits in (("mamba1", "quamba", "w8a8"), ("mamba1", "quamba2", "w8a8"),
+                               ("mamba2", "quamba2", "w8a8"), ("mamba1", "quamba2", "w4a8"),
+                               ("mamba2", "quamba2", "w4a16")):
         kw = dict(d_state=16, headdim=16, ngroups=2, chunk_size=8) if arch == "mamba2" else dict(d_state=8)
         torch.manual_seed(0)
         fp = MambaLM(MambaConfig(arch=arch, d_model=64, n_layer=1, vocab_size=256, **kw)).eval()
         calib = [torch.randint(0, 256, (1, 32)) for _ in range(2)]
-        model = quantize_model(fp, recipe, "w8a8", calib)
-        d = export_model(model, root / f"{arch}-{recipe}", dtype="fp16")
-        out[f"{arch}-{recipe}"] = onnx.load(str(d / "model.onnx"))
+        model = quantize_model(fp, recipe, bits, calib)
+        key = f"{arch}-{recipe}" + ("" if bits == "w8a8" else f"-{bits}")
+        d = export_model(model, root / key, dtype="fp16")
+        out[key] = onnx.load(str(d / "model.onnx"))
     return out
 
 
@@ -265,7 +363,8 @@ def _plugin_calls(model, batch: int, length: int):
     import onnx
     from onnx import numpy_helper
 
-    elem = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.FLOAT: "float32"}
+    elem = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.FLOAT: "float32",
+            onnx.TensorProto.UINT8: "uint8"}
     info = {v.name: v.type.tensor_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
     inits = {i.name: i for i in model.graph.initializer}
     sizes = {"batch": batch, "seq": length}
@@ -322,9 +421,73 @@ def test_fold_host_scales_copies_every_scalar_scale(fp16_exports):
                 assert a.type == onnx.AttributeProto.FLOAT
                 assert np.float32(a.f) == inits[n.input[i]].reshape(())
                 n_checked += 1
-        assert n_checked >= 5, key
+        assert n_checked >= (0 if key.endswith("w4a16") else 5), key  # W4A16 has no A8 op
         again = fold_host_scales(copy.deepcopy(folded))  # idempotent
         assert again == folded
+
+
+def test_prepare_trt_graph_retypes_the_packed_weights(fp16_exports):
+    """Every uint8 input of a plugin node becomes an int8 initializer with the same bytes; host scales are
+    folded as before, device scales (the linears' x_scale) are not; the graph stays valid; idempotent."""
+    import copy
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    for key in ("mamba1-quamba2-w4a8", "mamba2-quamba2-w4a16"):
+        model = fp16_exports[key]
+        before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        prepared = prepare_trt_graph(copy.deepcopy(model))
+        onnx.checker.check_model(prepared)
+        after = {i.name: numpy_helper.to_array(i) for i in prepared.graph.initializer}
+        n_w4 = 0
+        for n in prepared.graph.node:
+            if n.op_type not in ("W4A8Linear", "W4A16Linear"):
+                continue
+            w = n.input[2 if n.op_type == "W4A8Linear" else 1]
+            assert after[w].dtype == np.int8 and before[w].dtype == np.uint8
+            assert after[w].tobytes() == before[w].tobytes() and after[w].shape == before[w].shape
+            if n.op_type == "W4A8Linear":
+                assert "x_scale" not in {a.name for a in n.attribute}  # read on the device
+            n_w4 += 1
+        assert n_w4 >= 3, key
+        plugin_inputs = {x for n in prepared.graph.node if n.op_type in {r.name for r in plugin_ops()} for x in n.input}
+        assert all(a.dtype != np.uint8 for name, a in after.items() if name in plugin_inputs)
+        assert prepare_trt_graph(copy.deepcopy(prepared)) == prepared
+
+
+def test_packed_weights_shared_or_not_constant():
+    """A uint8 weight another node also reads keeps its uint8 original for that node; one that is no initializer
+    cannot become int8 bytes in TensorRT and is refused."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    def graph(extra_reader: bool, weight_is_input: bool = False):
+        w = numpy_helper.from_array(np.arange(8 * 16, dtype=np.uint8).reshape(8, 16), "w")
+        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 1, 32])
+        ins = [x] + ([helper.make_tensor_value_info("w", onnx.TensorProto.UINT8, [8, 16])] if weight_is_input else [])
+        consts = [numpy_helper.from_array(np.ones((8, 1), np.float16), "s"),
+                  numpy_helper.from_array(np.zeros(8, np.float32), "b")]
+        nodes = [helper.make_node("W4A16Linear", ["x", "w", "s", "b"], ["y"], domain=registry.DOMAIN, in_features=32,
+                                  group_size=128, plugin_version="1", plugin_namespace="quamba")]
+        outs = [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [1, 1, 8])]
+        if extra_reader:
+            nodes.append(helper.make_node("Cast", ["w"], ["wf"], to=onnx.TensorProto.FLOAT))
+            outs.append(helper.make_tensor_value_info("wf", onnx.TensorProto.FLOAT, [8, 16]))
+        return helper.make_model(helper.make_graph(nodes, "g", ins, outs, consts + ([] if weight_is_input else [w])))
+
+    m = int8_packed_weights(graph(False))
+    (w,) = [i for i in m.graph.initializer if i.name == "w"]
+    assert w.data_type == onnx.TensorProto.INT8
+    m = int8_packed_weights(graph(True))
+    inits = {i.name: i for i in m.graph.initializer}
+    assert inits["w"].data_type == onnx.TensorProto.UINT8 and inits["w__int8"].data_type == onnx.TensorProto.INT8
+    assert m.graph.node[0].input[1] == "w__int8" and m.graph.node[1].input[0] == "w"
+    assert numpy_helper.to_array(inits["w__int8"]).tobytes() == numpy_helper.to_array(inits["w"]).tobytes()
+    with pytest.raises(FoldError, match=r"W4A16Linear node .*'qweight' \('w'\) is uint8 and not an initializer"):
+        int8_packed_weights(graph(False, weight_is_input=True))
 
 
 def test_fold_refuses_a_scale_that_is_not_constant(fp16_exports):
@@ -345,16 +508,28 @@ def test_every_exported_plugin_node_builds(harness, fp16_exports, length):
 
     seen = set()
     for key, model in fp16_exports.items():
-        for op, fields, ins, outs in _plugin_calls(fold_host_scales(copy.deepcopy(model)), 2, length):
+        for op, fields, ins, outs in _plugin_calls(prepare_trt_graph(copy.deepcopy(model)), 2, length):
             harness.run(op, fields, ins, outs, build_only=True)
-            seen.add((op, ins[-2].dtype if op in ("QuantSSD", "QuantSelectiveScan") else ""))
+            if op in ("QuantSSD", "QuantSelectiveScan"):
+                seen.add((op, ins[-2].dtype))
+            elif op in ("W8A8Linear", "W4A8Linear"):
+                seen.add((op, outs[0].dtype))
+            else:
+                seen.add((op, ""))
     assert {op for op, _ in seen} == {r.name for r in plugin_ops()}
     assert ("QuantSelectiveScan", "float16") in seen and ("QuantSelectiveScan", "int8") in seen
+    for op in ("W8A8Linear", "W4A8Linear"):  # in_proj / x_proj (int8 out) and out_proj / lm_head (float16 out)
+        assert (op, "int8") in seen and (op, "float16") in seen
 
 
 def test_unfolded_export_names_the_fix(harness, fp16_exports):
     op, fields, ins, outs = next(c for c in _plugin_calls(fp16_exports["mamba2-quamba2"], 1, 3) if c[0] == "QuantSSD")
     with pytest.raises(HarnessError, match=r"'dt_scale' is missing.*fold_host_scales"):
+        harness.run(op, fields, ins, outs, build_only=True)
+    op, fields, ins, outs = next(c for c in _plugin_calls(fp16_exports["mamba2-quamba2-w4a16"], 1, 3)
+                                 if c[0] == "W4A16Linear")
+    assert ins[1].dtype == "uint8"
+    with pytest.raises(HarnessError, match=r"qweight uint8.*no uint8 tensors.*prepare_trt_graph"):
         harness.run(op, fields, ins, outs, build_only=True)
 
 
@@ -524,7 +699,73 @@ def test_enqueue_hands_each_kernel_its_tensors(fake, case):
                 assert ws != "0x0" and kv["state_in"] == ws and kv["state_out"] == ws and w["float_to_half"]["in"] == ws
                 assert w["half_to_float"]["in"] == _p(inp[16]) and w["float_to_half"]["out"] == _p(out[1])
                 assert int(w["half_to_float"]["n"]) == int(w["float_to_half"]["n"]) == b * e * n
+        elif case.op in ("W8A8Linear", "W4A8Linear", "W4A16Linear"):
+            (name, kv), = work
+            b, l, k = sh[0]
+            n = sh[1 if case.op == "W4A16Linear" else 2][0]
+            assert name == case.op.lower().replace("linear", "_linear")
+            _check_ints(kv, dict(m=b * l, n=n, k=k, x_row_stride=k, y_row_stride=n))
+            if case.op == "W8A8Linear":
+                out_int8 = f["out_int8"]
+                _check_ints(kv, dict(w_row_stride=k, w_scale_stride=1, out_scale_stride=out_int8,
+                                     y_dtype=3 if out_int8 else 1))
+                _check_ptrs(kv, dict(x=inp[0], x_scale=inp[1], w=inp[2], w_scale=inp[3], bias=inp[4],
+                                     out_scale=inp[5] if out_int8 else 0, y=out[0]))
+            else:
+                gs = f["group_size"]
+                g = k if gs <= 0 or gs >= k else gs
+                _check_ints(kv, dict(w_row_stride=k // 2, group_size=g))
+                if case.op == "W4A8Linear":
+                    out_int8 = f["out_int8"]
+                    _check_ints(kv, dict(s_group_row_stride=-(-k // g), out_scale_stride=out_int8,
+                                         y_dtype=3 if out_int8 else 1))
+                    _check_ptrs(kv, dict(x=inp[0], x_scale=inp[1], qweight=inp[2], s_group=inp[3], s_channel=inp[4],
+                                         bias=inp[5], out_scale=inp[6] if out_int8 else 0, y=out[0]))
+                else:
+                    _check_ints(kv, dict(scale_row_stride=-(-k // g), y_dtype=1))
+                    _check_ptrs(kv, dict(x=inp[0], qweight=inp[1], scale=inp[2], bias=inp[3], y=out[0]))
         else:
             raise AssertionError(f"no expectations for {case.op}")
     if case.op == "QuantHadamard":  # the base factor goes up in onShapeChange, once per plugin object
         assert [n for n, _ in everything].count("cudaMemcpy") == 2 and "cudaMemcpyAsync" not in [n for n, _ in everything]
+
+
+def test_int4_linears_refuse_misaligned_inputs(fake):
+    """The int4 kernels read x and qweight in 16-byte chunks: enqueue refuses a start that is not 16-byte
+    aligned (and calls no kernel) rather than handing it over; W8A8 takes any alignment (byte-wise path)."""
+    h, calls = fake
+    for op, x_name in (("W4A8Linear", "x_q"), ("W4A16Linear", "x")):
+        case = find(CASES, op)
+        for pos, name in ((0, x_name), (2 if op == "W4A8Linear" else 1, "qweight")):
+            ins = case.input_tensors()
+            for i, t in enumerate(ins):
+                t.data = IN_BASE * (i + 1) + (8 if i == pos else 0)
+            outs = [Tensor(dt, shape, OUT_BASE) for dt, shape in case.output_specs()]
+            calls()
+            with pytest.raises(HarnessError, match=rf"enqueue: input '{name}' at 0x[0-9a-f]+ is not 16-byte aligned"):
+                h.run(case.op, case.fields(), ins, outs, raw_enqueue=True)
+            assert [n for n, _ in calls() if not n.startswith("cuda")] == []
+    case = find(CASES, "W8A8Linear")
+    ins = case.input_tensors()
+    for i, t in enumerate(ins):
+        t.data = IN_BASE * (i + 1) + 1
+    calls()
+    h.run(case.op, case.fields(), ins, [Tensor(dt, shape, OUT_BASE) for dt, shape in case.output_specs()],
+          raw_enqueue=True)
+    ((name, kv),) = calls()
+    assert name == "w8a8_linear" and kv["x"] == hex(IN_BASE + 1)
+
+
+@pytest.mark.parametrize("op", ["W8A8Linear", "W4A8Linear", "W4A16Linear"])
+def test_linears_write_nothing_for_no_tokens(fake, op):
+    """B * L = 0 (an empty batch or prompt): enqueue succeeds and calls no kernel (they take M >= 1)."""
+    h, calls = fake
+    case = find(CASES, op)
+    ins = case.input_tensors()
+    for i, t in enumerate(ins):
+        t.data = IN_BASE * (i + 1)
+    ins[0].dims = (ins[0].dims[0], 0, ins[0].dims[2])
+    outs = [Tensor(dt, (shape[0], 0, shape[2]), OUT_BASE) for dt, shape in case.output_specs()]
+    calls()
+    h.run(case.op, case.fields(), ins, outs, raw_enqueue=True)
+    assert calls() == []

@@ -1,7 +1,8 @@
 """Plugin cases shared by the TensorRT plugin tests (tests/test_trt_plugins_cpu.py on CPU, build phase only;
 tests/gpu/test_trt_plugins.py on a GPU, every step): random inputs of each plugin op in ONNX order, the
 node's attributes, and what the harness needs (fields, tensor descriptors, expected outputs), all derived
-from the op registry."""
+from the op registry. Inputs keep the record's ONNX dtypes (the reference takes them); the harness sees the
+TensorRT dtypes (uint8 packed weights as int8, the same bytes: trt_fields.TRT_CARRIER)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ from dataclasses import dataclass, field
 import torch
 
 from quamba_edge.ops import registry
-from quamba_edge.ops.trt_fields import TRT_ACT_DTYPE, host_scale_inputs, output_dim_sources, parse_shapes, variants
+from quamba_edge.ops.trt_fields import (
+    TRT_ACT_DTYPE,
+    host_scale_inputs,
+    output_dim_sources,
+    parse_shapes,
+    trt_dtype,
+    variants,
+)
 from quamba_edge.trt_harness import Tensor
 
 RUNTIME_SYMBOLS = ("B", "L")  # the graph's dynamic dims (batch, sequence)
 DTYPE_NAME = {torch.int8: "int8", torch.float16: "float16", torch.float32: "float32", torch.int32: "int32"}
 TORCH_DTYPE = {v: k for k, v in DTYPE_NAME.items()}
+ONNX_DTYPE_NAME = {**DTYPE_NAME, torch.uint8: "uint8"}  # the inputs' record dtypes (uint8: packed int4)
 
 
 @dataclass
@@ -24,6 +33,7 @@ class Case:
     id: str
     inputs: list[torch.Tensor]  # ONNX input order
     attrs: dict = field(default_factory=dict)
+    binding: dict = field(default_factory=dict)  # type variables the inputs do not fix (the linears' Y)
 
     @property
     def record(self) -> registry.OpRecord:
@@ -41,8 +51,12 @@ class Case:
         """(dtype, shape) of every output: the dtype variant the inputs select, dims from the shape rules."""
         rec = self.record
         n = len(rec.inputs)
-        got = [DTYPE_NAME[t.dtype] for t in self.inputs]
+        got = [trt_dtype(ONNX_DTYPE_NAME[t.dtype]) for t in self.inputs]
         rows = [r for r in variants(rec) if r[:n] == got]
+        if self.binding:
+            bind = {"T": TRT_ACT_DTYPE, **self.binding}
+            want = [trt_dtype(rec.resolve(p.dtype, bind)) for p in rec.outputs]
+            rows = [r for r in rows if r[n:] == want]
         assert len(rows) == 1, f"{self.op}: inputs {got} match {len(rows)} dtype variants"
         shapes = [tuple(int(self.inputs[i].shape[j]) + off for i, j, off in dims) for dims in output_dim_sources(rec)]
         return list(zip(rows[0][n:], shapes))
@@ -53,7 +67,8 @@ class Case:
         for port, t in zip(rec.inputs, self.inputs):
             alt = parse_shapes(port.shape)[0]
             dyn = [k for k, d in enumerate(alt) if d.symbol in RUNTIME_SYMBOLS and k < t.dim()]
-            out.append(Tensor(DTYPE_NAME[t.dtype], tuple(t.shape), t.data_ptr() if t.is_cuda else None, dynamic=dyn))
+            out.append(Tensor(trt_dtype(ONNX_DTYPE_NAME[t.dtype]), tuple(t.shape), t.data_ptr() if t.is_cuda else None,
+                              dynamic=dyn))
         return out
 
     def reference(self) -> tuple[torch.Tensor, ...]:
@@ -158,6 +173,89 @@ def selective_scan(b, l, e, n, state="int8", *, device="cpu", seed=0) -> Case:
     return Case("QuantSelectiveScan", f"B{b}-L{l}-E{e}-N{n}-{state}", ins)
 
 
+# ---- linears ----------------------------------------------------------------------------------------------
+
+_I8_STD = 73.9  # std of int8 codes uniform on [-128, 127]
+
+
+def _out_scale(k: int, x_std: float, w_std: float, n: int, g, device) -> torch.Tensor:
+    """Per-row int8 output scales around std(y) / 60 (x0.5 .. x1.5), so y uses the int8 range and a few
+    percent clamp (the kernel tests' choice), from the expected std of a K-term sum of independent products."""
+    return (k**0.5 * x_std * w_std / 60) * _u(g, n, lo=0.5, hi=1.5, device=device)
+
+
+def w8a8_linear(b, l, n, k, out_int8=1, *, segments=1, device="cpu", seed=0) -> Case:
+    """W8A8Linear inputs; ``segments`` > 1: Mamba2 in_proj's scales, one value per output segment expanded
+    to rows (as the exporter does)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def per_segment(lo, hi):
+        vals = _u(g, segments, lo=lo, hi=hi, device=device)
+        return vals.repeat_interleave(-(-n // segments))[:n].contiguous()
+
+    x_scale = 0.02
+    w_scale = per_segment(0.002, 0.01)
+    bias = 0.1 * torch.randn(n, generator=g, device=device)
+    ys = float(w_scale.mean()) * x_scale * _I8_STD * _I8_STD
+    out = _out_scale(k, 1.0, ys, n, g, device) if out_int8 else torch.ones(n, device=device)
+    ins = [_i8(g, b, l, k, device=device), _s(x_scale, device), _i8(g, n, k, device=device), w_scale, bias, out]
+    seg = f"-seg{segments}" if segments > 1 else ""
+    return Case("W8A8Linear", f"B{b}-L{l}-N{n}-K{k}-{'i8' if out_int8 else 'f16'}{seg}", ins, {"out_int8": out_int8},
+                {"Y": "int8" if out_int8 else "T"})
+
+
+def _w4_codes(g, n, k, device) -> torch.Tensor:
+    return torch.randint(0, 16, (n, k), dtype=torch.uint8, device=device, generator=g)
+
+
+def w4a8_linear(b, l, n, k, group_size=128, out_int8=1, *, device="cpu", seed=0) -> Case:
+    """W4A8Linear inputs with the quantizer's two-level scales (quant.packing.w4a8_two_level_scales)."""
+    from quamba_edge.ops.w4a8_linear import w4a8_int8_weight
+    from quamba_edge.quant.packing import pack_int4, w4a8_two_level_scales
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    gs = k if group_size <= 0 or group_size >= k else group_size
+    codes = _w4_codes(g, n, k, device)
+    gscale = _u(g, n, -(-k // gs), lo=0.002, hi=0.022, device=device)
+    s_channel, s_group = w4a8_two_level_scales(codes.cpu(), gscale.cpu(), gs)
+    s_channel, s_group = s_channel.to(device), s_group.to(device)
+    x_scale = 0.02
+    w_std = float(w4a8_int8_weight(codes, s_group, group_size).float().std()) * float(s_channel.mean())
+    out = _out_scale(k, _I8_STD * x_scale, w_std, n, g, device) if out_int8 else torch.ones(n, device=device)
+    ins = [_i8(g, b, l, k, device=device), _s(x_scale, device), pack_int4(codes), s_group, s_channel,
+           0.1 * torch.randn(n, generator=g, device=device), out]
+    return Case("W4A8Linear", f"B{b}-L{l}-N{n}-K{k}-g{group_size}-{'i8' if out_int8 else 'f16'}", ins,
+                {"in_features": k, "group_size": group_size, "out_int8": out_int8}, {"Y": "int8" if out_int8 else "T"})
+
+
+def w4a16_linear(b, l, n, k, group_size=128, *, device="cpu", seed=0) -> Case:
+    from quamba_edge.quant.packing import pack_int4
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    gs = k if group_size <= 0 or group_size >= k else group_size
+    codes = _w4_codes(g, n, k, device)
+    scale = _u(g, n, -(-k // gs), lo=0.002, hi=0.022, device=device).half()
+    ins = [torch.randn(b, l, k, generator=g, device=device).half(), pack_int4(codes), scale,
+           0.1 * torch.randn(n, generator=g, device=device)]
+    return Case("W4A16Linear", f"B{b}-L{l}-N{n}-K{k}-g{group_size}", ins, {"in_features": k, "group_size": group_size})
+
+
+#: (N, K, out_int8) of every linear node of the bundled models' fp16 exports (quamba_edge/assets/mamba1-ref:
+#: d_model 384, d_inner 768, dt_rank 24, d_state 16; mamba2-ref: d_model 256, d_inner 512, in_proj 1296 rows;
+#: vocabulary 8192), by format, over every recipe (quant.recipes.RECIPES): in_proj, x_proj, dt_proj (W8A8 in
+#: every A8 recipe), out_proj, lm_head (quamba2). W4 group size 128 throughout.
+BUNDLED_LINEARS = {
+    "W8A8Linear": [(1536, 384, 1), (56, 768, 1), (768, 24, 1), (384, 768, 0), (8192, 384, 0),
+                   (1296, 256, 1), (256, 512, 0), (8192, 256, 0)],
+    "W4A8Linear": [(1536, 384, 1), (56, 768, 1), (384, 768, 0), (8192, 384, 0),
+                   (1296, 256, 1), (256, 512, 0), (8192, 256, 0)],
+    "W4A16Linear": [(1536, 384, 0), (56, 768, 0), (384, 768, 0), (8192, 384, 0),
+                    (1296, 256, 0), (256, 512, 0), (8192, 256, 0)],
+}
+#: Prefill (M = B * L = 74 > 16: the kernels' tiled GEMM) and decode (M = 3: the GEMV) token shapes.
+LINEAR_PREFILL, LINEAR_DECODE = (2, 37), (3, 1)
+
+
 #: Prefill (L > 1) and decode (L = 1) shapes of every plugin op, both state dtypes of the scans:
 #: (builder, args, kwargs), built on a device by make().
 SPECS: list[tuple] = [
@@ -173,6 +271,24 @@ for _state in ("int8", "float16"):
               (ssd, (1, 70, 4, 16, 1, 16, _state), {"d": False}), (ssd, (2, 1, 16, 64, 8, 128, _state), {"d": False}),
               (selective_scan, (2, 9, 64, 16, _state), {}), (selective_scan, (3, 1, 96, 16, _state), {}),
               (selective_scan, (1, 40, 32, 8, _state), {}), (selective_scan, (4, 1, 48, 32, _state), {})]
+
+
+for _bl in (LINEAR_PREFILL, LINEAR_DECODE):
+    SPECS += [(w8a8_linear, (*_bl, n, k, o), {}) for n, k, o in BUNDLED_LINEARS["W8A8Linear"]]
+    SPECS += [(w4a8_linear, (*_bl, n, k, 128, o), {}) for n, k, o in BUNDLED_LINEARS["W4A8Linear"]]
+    SPECS += [(w4a16_linear, (*_bl, n, k, 128), {}) for n, k, _ in BUNDLED_LINEARS["W4A16Linear"]]
+# around the kernels' limits: M = 16 / 17 (GEMV / GEMM), odd N, K not a multiple of 16 (W8A8's byte-wise path),
+# one group per row (group_size >= K or <= 0: the tiny models' layers), groups of 32 / 64 (not 128), K = 32,
+# Mamba2's per-segment scales
+SPECS += [
+    (w8a8_linear, (1, 16, 57, 100, 1), {}), (w8a8_linear, (1, 17, 57, 100, 0), {}),
+    (w8a8_linear, (2, 9, 200, 4, 1), {}),
+    (w8a8_linear, (2, 5, 328, 64, 1), {"segments": 5}),
+    (w4a8_linear, (1, 16, 57, 64, 64, 1), {}), (w4a8_linear, (1, 17, 57, 64, 0, 0), {}),
+    (w4a8_linear, (2, 20, 200, 288, 32, 1), {}), (w4a8_linear, (3, 1, 96, 32, 128, 0), {}),
+    (w4a16_linear, (1, 16, 57, 128, 128), {}), (w4a16_linear, (1, 17, 57, 192, 64), {}),
+    (w4a16_linear, (2, 20, 200, 288, 32), {}), (w4a16_linear, (3, 1, 96, 32, 0), {}),
+]
 
 
 def make(spec: tuple, device: str) -> Case:

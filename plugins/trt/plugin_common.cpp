@@ -268,9 +268,11 @@ std::string bind_shapes(const gen::OpSpec& spec, const nv::Dims* in, const nv::D
   return why;
 }
 
-std::string match_types(const gen::OpSpec& spec, const nv::DataType* in, const nv::DataType* out, Bound* b) {
+std::string match_types(const gen::OpSpec& spec, const nv::DataType* in, const nv::DataType* out, Bound* b,
+                        uint32_t allowed) {
   const int n_io = spec.nb_inputs + spec.nb_outputs;
   for (int v = 0; v < spec.nb_variants; ++v) {
+    if (!(allowed >> v & 1u)) continue;
     const gen::DType* row = spec.variants + static_cast<size_t>(v) * n_io;
     bool ok = true;
     for (int i = 0; ok && i < spec.nb_inputs; ++i) ok = in[i] == trt_type(row[i]);
@@ -284,16 +286,25 @@ std::string match_types(const gen::OpSpec& spec, const nv::DataType* in, const n
     }
   }
   std::string got, want;
-  for (int i = 0; i < spec.nb_inputs; ++i) got += cat(i ? ", " : "", spec.inputs[i].name, " ", type_name(in[i]));
+  bool uint8 = false;
+  for (int i = 0; i < spec.nb_inputs; ++i) {
+    got += cat(i ? ", " : "", spec.inputs[i].name, " ", type_name(in[i]));
+    uint8 = uint8 || in[i] == nv::DataType::kUINT8;
+  }
   for (int i = 0; out != nullptr && i < spec.nb_outputs; ++i)
     got += cat(", ", spec.outputs[i].name, " ", type_name(out[i]));
   for (int v = 0; v < spec.nb_variants; ++v) {
-    want += v ? "; " : "";
+    if (!(allowed >> v & 1u)) continue;
+    want += want.empty() ? "" : "; ";
     for (int i = 0; i < n_io; ++i)
       want += cat(i ? ", " : "", type_name(trt_type(spec.variants[static_cast<size_t>(v) * n_io + i])));
   }
-  return cat("unsupported dtypes (", got, "); supported (inputs then outputs): ", want,
-             " -- build a strongly typed network from the float16 export");
+  return cat("unsupported dtypes (", got, "); supported (inputs then outputs",
+             allowed == ~0u ? "" : ", as this node's fields allow", "): ", want,
+             " -- build a strongly typed network from the float16 export",
+             uint8 ? " (plugins take no uint8 tensors: the packed int4 weights must be int8 initializers, which "
+                     "quamba_edge.ops.trt_fields.prepare_trt_graph makes)"
+                   : "");
 }
 
 std::string fits_int(const gen::OpSpec& spec, const Bound& b) {
@@ -356,7 +367,7 @@ int32_t Plugin::getOutputDataTypes(nv::DataType* outputTypes, int32_t nbOutputs,
       return -1;
     }
     Bound b;
-    const std::string why = match_types(spec_, inputTypes, nullptr, &b);
+    const std::string why = match_types(spec_, inputTypes, nullptr, &b, variant_mask());
     if (!why.empty()) {
       error(why);
       return -1;
@@ -420,7 +431,9 @@ bool Plugin::supportsFormatCombination(int32_t pos, const nv::DynamicPluginTenso
   if (inOut[pos].desc.format != nv::TensorFormat::kLINEAR) return false;
   // positions before pos are already fixed to supported values: some variant must agree with all of them
   const int n_io = nbInputs + nbOutputs;
+  const uint32_t allowed = variant_mask();
   for (int v = 0; v < spec_.nb_variants; ++v) {
+    if (!(allowed >> v & 1u)) continue;
     const gen::DType* row = spec_.variants + static_cast<size_t>(v) * n_io;
     bool ok = true;
     for (int i = 0; ok && i <= pos; ++i) ok = inOut[i].desc.type == trt_type(row[i]);
@@ -458,7 +471,7 @@ int32_t Plugin::configurePlugin(const nv::DynamicPluginTensorDesc* in, int32_t n
       }
     }
     Bound b;
-    std::string why = match_types(spec_, ti, to, &b);
+    std::string why = match_types(spec_, ti, to, &b, variant_mask());
     if (why.empty()) why = bind_shapes(spec_, di, dout, &b);
     if (why.empty()) why = check(b);
     // the profile's extremes must fit too (every input dim is known there)
@@ -500,7 +513,8 @@ size_t Plugin::getWorkspaceSize(const nv::DynamicPluginTensorDesc* inputs, int32
       ti[i] = inputs[i].desc.type;
     }
     Bound b;
-    if (!match_types(spec_, ti, nullptr, &b).empty() || !bind_shapes(spec_, mx, nullptr, &b).empty()) return 0;
+    if (!match_types(spec_, ti, nullptr, &b, variant_mask()).empty() || !bind_shapes(spec_, mx, nullptr, &b).empty())
+      return 0;
     return workspace(b);
   } catch (...) {
     return 0;
@@ -529,7 +543,7 @@ std::string Plugin::bind_desc(const nv::PluginTensorDesc* in, int32_t nbInputs, 
       if (dout[i].d[k] < 0)
         return cat("output '", spec_.outputs[i].name, "' has an unresolved dimension ", dims_str(dout[i]));
   }
-  std::string why = match_types(spec_, ti, to, b);
+  std::string why = match_types(spec_, ti, to, b, variant_mask());
   if (why.empty()) why = bind_shapes(spec_, di, dout, b);
   if (why.empty()) why = fits_int(spec_, *b);
   if (why.empty()) why = check(*b);

@@ -2,7 +2,8 @@
 //
 // Everything an op has in common is driven by its generated spec (generated/fields.h, rendered from the op
 // registry): the creator's fields, getOutputDataTypes / supportsFormatCombination (exactly the record's
-// dtype variants with T = float16, kLINEAR only), getOutputShapes (output dims copied from input dims), and
+// dtype variants with T = float16 and uint8 carried as int8, narrowed by the op's variant_mask where a field
+// fixes a type variable; kLINEAR only), getOutputShapes (output dims copied from input dims), and
 // the shape checks of configurePlugin / onShapeChange / enqueue (the record's shape rules, symbol by
 // symbol). An op file adds only its own constraints (`check`), its workspace, and `run`, which fills the
 // kernel's C-ABI params struct and calls quamba_<op>().
@@ -90,8 +91,10 @@ struct Bound {
 
 // Bind the symbols from the dims of inputs (and outputs, when given); -1 dims are skipped. "" or why not.
 std::string bind_shapes(const gen::OpSpec& spec, const nv::Dims* in, const nv::Dims* out, Bound* b);
-// The dtype variant the types (inputs, and outputs when given) match; "" or why none does.
-std::string match_types(const gen::OpSpec& spec, const nv::DataType* in, const nv::DataType* out, Bound* b);
+// The dtype variant the types (inputs, and outputs when given) match among the `allowed` ones (bit v: variant
+// v); "" or why none does.
+std::string match_types(const gen::OpSpec& spec, const nv::DataType* in, const nv::DataType* out, Bound* b,
+                        uint32_t allowed = ~0u);
 // A dimension that a kernel takes as `int`: "" or why not.
 std::string fits_int(const gen::OpSpec& spec, const Bound& b);
 
@@ -158,6 +161,10 @@ class Plugin : public nv::IPluginV3,
  protected:
   // The op's own constraints beyond the record's shape rules (unknown symbols are -1 at build time).
   virtual std::string check(const Bound& b) const = 0;
+  // The dtype variants this node's fields allow (bit v: variant v of the spec). A type variable that only an
+  // output has (the linears' Y, fixed by out_int8) cannot follow from the input dtypes: the op narrows it here,
+  // and getOutputDataTypes, supportsFormatCombination, configurePlugin and enqueue all see only these.
+  virtual uint32_t variant_mask() const { return ~0u; }
   // Scratch bytes for the largest problem (every symbol known).
   virtual size_t workspace(const Bound& max) const {
     (void)max;
@@ -232,6 +239,7 @@ struct Registrar {
   static_assert(PluginClass::spec().nb_symbols <= ::quamba_trt::kMaxSymbols, "too many shape symbols"); \
   static_assert(PluginClass::spec().nb_inputs + PluginClass::spec().nb_outputs <= ::quamba_trt::kMaxPorts, \
                 "too many inputs/outputs");                                                             \
+  static_assert(PluginClass::spec().nb_variants <= 32, "variant_mask() has 32 bits");                  \
   namespace {                                                                                           \
   ::quamba_trt::Creator<PluginClass> g_creator;                                                         \
   const ::quamba_trt::Registrar g_registrar{&g_creator};                                                \

@@ -7,15 +7,21 @@ Every op whose record names a CUDA kernel (``OpRecord.kernel``) gets a plugin, a
 * name, ``plugin_version`` and namespace (what the ONNX parser looks the creator up by);
 * its **fields**: the record's attributes (INT -> kINT32, FLOAT -> kFLOAT32, STRING -> kCHAR, as the
   parser passes them) with their defaults, then one kFLOAT32 **host-scale field** per per-tensor scale
-  input (``float32 []``): the kernels' C ABI takes those scales as host floats, while the graph carries
-  them as (constant) tensors that an enqueue cannot read without a device sync. ``fold_host_scales``
-  copies each such initializer into a node attribute of the same name, so the parser hands the value to
-  the creator; the plugin refuses to be created without it (see plugins/trt/README.md);
+  input (``float32 []``) that the kernel takes as a host float: the graph carries those scales as
+  (constant) tensors that an enqueue cannot read without a device sync. ``fold_host_scales`` copies each
+  such initializer into a node attribute of the same name, so the parser hands the value to the creator;
+  the plugin refuses to be created without it (see plugins/trt/README.md). Ops whose kernels read a
+  per-tensor scale from device memory (:data:`DEVICE_SCALES`: the linears' ``x_scale``) get no field for
+  it: the tensor goes to the kernel as it is;
 * input / output names and shape rules parsed from the record (``[B, L, E]``, ``[B, C, K-1]``, ``[]``;
   ``;``-separated alternatives), which the plugins check generically, and the output shapes as copies of
-  input dimensions (what ``getOutputShapes`` returns);
-* the dtype variants with ``T`` = float16 (the TensorRT graph's activation dtype): exactly what
-  ``supportsFormatCombination`` accepts;
+  input dimensions (what ``getOutputShapes`` returns). A dimension written as an expression
+  (``ceil(K/2)``, ``ceil(K/group_size)``) is a symbol of its own, bound from the tensor; the op's plugin
+  relates it to the others (it may depend on attributes);
+* the dtype variants with ``T`` = float16 (the TensorRT graph's activation dtype) and uint8 carried as int8
+  (:data:`TRT_CARRIER`: TensorRT has no uint8 plugin tensors; the packed int4 bytes travel unchanged):
+  exactly what ``supportsFormatCombination`` accepts. :func:`prepare_trt_graph` makes the graph TensorRT
+  parses agree (host scales folded, uint8 weight initializers retyped to int8);
 * the +-1 base matrices of the Hadamard sizes the QuantHadamard record supports (12, 40), taken from
   ``quamba_edge.quant.hadamard`` so the plugin's online transform uses the entries fused offline.
 """
@@ -34,6 +40,18 @@ TRT_ACT_DTYPE = "float16"
 #: Registry attribute type -> TensorRT PluginFieldType (what the ONNX parser passes).
 FIELD_KIND = {"int": "kINT32", "float": "kFLOAT32", "string": "kCHAR"}
 DTYPE = {"int8": "kINT8", "float16": "kFLOAT16", "float32": "kFLOAT32", "int32": "kINT32"}
+#: ONNX dtypes a TensorRT plugin cannot take, and what carries them instead. PluginTensorDesc: "kBOOL and
+#: kUINT8 are not supported" (NvInferRuntimePlugin.h, TensorRT 10.3 and 10.16), and a uint8 -> int8 cast
+#: layer does not exist either; the packed int4 weights (uint8 in the records, for ONNX Runtime) are the
+#: same bytes as int8, so the graph handed to TensorRT retypes those initializers (prepare_trt_graph).
+TRT_CARRIER = {"uint8": "int8"}
+#: Per-tensor scale inputs (``float32 []``) that the op's kernel reads from device memory (its C-ABI params
+#: take ``const float*``): no host-scale field, nothing to fold. tests/test_trt_plugins_cpu.py checks this
+#: table against the kernels' headers.
+DEVICE_SCALES: dict[str, frozenset[str]] = {
+    "W8A8Linear": frozenset({"x_scale"}),
+    "W4A8Linear": frozenset({"x_scale"}),
+}
 MAX_RANK = 8
 #: Hadamard bases the QuantHadamard record supports (sizes 2^k, 12*2^k, 40*2^k; base 1 needs no table).
 HADAMARD_BASES = (12, 40)
@@ -59,13 +77,23 @@ def plugin_ops() -> list[OpRecord]:
     return [r for r in records().values() if r.kernel]
 
 
-def is_host_scale(port: Port) -> bool:
-    """A per-tensor fp32 scale (``float32 []``): a host float in the kernels' C ABI."""
+def is_scalar_scale(port: Port) -> bool:
+    """A per-tensor fp32 scale (``float32 []``)."""
     return port.dtype == "float32" and parse_shapes(port.shape)[0] == ()
 
 
+def is_host_scale(rec: OpRecord, port: Port) -> bool:
+    """A per-tensor fp32 scale the op's kernel takes as a host float (every one not in DEVICE_SCALES)."""
+    return is_scalar_scale(port) and port.name not in DEVICE_SCALES.get(rec.name, frozenset())
+
+
 def host_scale_inputs(rec: OpRecord) -> list[int]:
-    return [i for i, p in enumerate(rec.inputs) if is_host_scale(p)]
+    return [i for i, p in enumerate(rec.inputs) if is_host_scale(rec, p)]
+
+
+def trt_dtype(onnx_dtype: str) -> str:
+    """The dtype a plugin tensor has in TensorRT for an ONNX dtype of the record (TRT_CARRIER)."""
+    return TRT_CARRIER.get(onnx_dtype, onnx_dtype)
 
 
 def plugin_fields(rec: OpRecord) -> list[Field]:
@@ -79,15 +107,30 @@ def plugin_fields(rec: OpRecord) -> list[Field]:
     return out
 
 
-_TOKEN = re.compile(r"^(?:(?P<sym>[A-Za-z_]\w*)\s*(?:(?P<sign>[-+])\s*(?P<off>\d+))?|(?P<lit>\d+))$")
+_TOKEN = re.compile(r"^(?:(?P<sym>[A-Za-z_]\w*)\s*(?:(?P<sign>[-+])\s*(?P<off>\d+))?|(?P<lit>\d+)"
+                    r"|(?P<expr>ceil\(\s*[A-Za-z_]\w*\s*/\s*\w+\s*\)))$")
+
+
+def _split_alternatives(shape: str) -> list[str]:
+    """Split at the ``;`` outside parentheses (``"[N] (per row; ignored when ...)"`` is one rule)."""
+    parts, depth, cur = [], 0, ""
+    for ch in shape:
+        depth += (ch == "(") - (ch == ")")
+        if ch == ";" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*parts, cur]
 
 
 def parse_shapes(shape: str) -> list[tuple[Dim, ...]]:
     """``"[B, C, K-1]"`` -> one tuple of Dims; ``"[H, P, N] (int8 state); [] ignored"`` -> alternatives.
 
-    Text after each bracket group is documentation. Every alternative must start with a bracket group."""
+    Text after each bracket group is documentation. Every alternative must start with a bracket group. An
+    expression dimension (``ceil(K/2)``) becomes a symbol named by its text, with whitespace removed."""
     alts = []
-    for part in shape.split(";"):
+    for part in _split_alternatives(shape):
         m = re.match(r"\s*[^\[]*?\[([^\]]*)\]", part)
         if m is None:
             raise ValueError(f"shape rule {shape!r}: no [..] group in {part!r}")
@@ -99,6 +142,8 @@ def parse_shapes(shape: str) -> list[tuple[Dim, ...]]:
                 raise ValueError(f"shape rule {shape!r}: cannot parse dimension {tok!r}")
             if t.group("lit") is not None:
                 dims.append(Dim(None, int(t.group("lit"))))
+            elif t.group("expr") is not None:
+                dims.append(Dim(re.sub(r"\s+", "", t.group("expr")), 0))
             else:
                 off = int(t.group("off") or 0) * (-1 if t.group("sign") == "-" else 1)
                 dims.append(Dim(t.group("sym"), off))
@@ -147,10 +192,11 @@ def output_dim_sources(rec: OpRecord) -> list[list[tuple[int, int, int]]]:
 
 
 def variants(rec: OpRecord) -> list[list[str]]:
-    """Each dtype variant (T = float16) as the dtypes of inputs then outputs, in order, de-duplicated."""
+    """Each dtype variant (T = float16, uint8 carried as int8) as the dtypes of inputs then outputs, in
+    order, de-duplicated."""
     rows: list[list[str]] = []
     for b in rec.variants(TRT_ACT_DTYPE):
-        row = [rec.resolve(p.dtype, b) for p in (*rec.inputs, *rec.outputs)]
+        row = [trt_dtype(rec.resolve(p.dtype, b)) for p in (*rec.inputs, *rec.outputs)]
         if row not in rows:
             rows.append(row)
     return rows
@@ -163,6 +209,12 @@ def _ident(name: str) -> str:
     if not re.match(r"^[A-Za-z_]\w*$", name):
         raise ValueError(f"{name!r} is not a C++ identifier")
     return name
+
+
+def symbol_ident(symbol: str) -> str:
+    """The C++ enumerator of a shape symbol: the symbol itself, or an expression's text with every run of
+    other characters as one ``_`` (``ceil(K/2)`` -> ``ceil_K_2``)."""
+    return _ident(re.sub(r"\W+", "_", symbol).strip("_"))
 
 
 def _cstr(s: str) -> str:
@@ -221,6 +273,8 @@ def render_fields_header() -> str:
         f"inline constexpr int32_t kMaxRank = {MAX_RANK};",
         "inline constexpr float kInf = std::numeric_limits<float>::infinity();",
         "",
+        "// Plugin tensor dtypes: the record's T is float16, its uint8 (packed int4 weights) travels as kINT8",
+        "// (TensorRT plugins take no uint8 tensors; prepare_trt_graph retypes those initializers, same bytes).",
         "enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32 };",
         "enum class FieldKind : int32_t { kINT32, kFLOAT32, kCHAR };",
         "// kAttribute: a node attribute of the record; kHostScale: a per-tensor scale input folded into an",
@@ -237,7 +291,7 @@ def render_fields_header() -> str:
         "  int32_t input;               // kHostScale: the input index it stands for; else -1",
         "};",
         "struct DimSpec {",
-        "  int32_t symbol;  // index into the op's symbols; -1: a literal",
+        "  int32_t symbol;  // index into the op's symbols (ceil(K/2) etc.: a symbol the op checks); -1: a literal",
         "  int32_t offset;  // dim = value(symbol) + offset (the literal when symbol is -1)",
         "};",
         "struct ShapeSpec {",
@@ -270,6 +324,8 @@ def render_fields_header() -> str:
     names = []
     for rec in ops:
         syms = symbols(rec)
+        if len({symbol_ident(x) for x in syms}) != len(syms):
+            raise ValueError(f"{rec.name}: shape symbols {syms} map to clashing C++ names")
         fields = plugin_fields(rec)
         module = rec.kernel.removesuffix(".cu")
         n_io = len(rec.inputs) + len(rec.outputs)
@@ -289,7 +345,7 @@ def render_fields_header() -> str:
               f"enum : int32_t {{ {', '.join(_ident(p.name) for p in rec.outputs)}, kCount }};",
               "}",
               "namespace syms {",
-              f"enum : int32_t {{ {', '.join(_ident(s) for s in syms)}, kCount }};",
+              f"enum : int32_t {{ {', '.join(symbol_ident(s) for s in syms)}, kCount }};",
               "}",
               "namespace fields {",
               f"enum : int32_t {{ {', '.join(_ident(f.name) for f in fields)}, kCount }};" if fields
@@ -377,3 +433,64 @@ def fold_host_scales(model: Any) -> Any:
                 continue
             n.attribute.append(onnx.helper.make_attribute(port.name, float(v.reshape(()))))
     return model
+
+
+def int8_packed_weights(model: Any) -> Any:
+    """Retype every uint8 input of a plugin node (the packed int4 weights of W4A8Linear / W4A16Linear) to an
+    int8 initializer holding the same bytes, in place; returns ``model``. TensorRT plugins take no uint8
+    tensors (:data:`TRT_CARRIER`) and their kernels read the bytes as they are. An initializer that another
+    node also reads keeps its uint8 original for that node (the plugin inputs get an int8 copy). A uint8
+    input that is not an initializer is an error: nothing in TensorRT turns uint8 into int8 bytes."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    ops = {r.name: r for r in plugin_ops()}
+    retype: dict[str, list[tuple[Any, int]]] = {}  # initializer name -> the plugin inputs (node, index) reading it
+    for n in model.graph.node:
+        rec = ops.get(n.op_type)
+        if n.domain != DOMAIN or rec is None:
+            continue
+        for i, port in enumerate(rec.inputs):
+            if i >= len(n.input) or port.dtype not in TRT_CARRIER:  # only concrete uint8 ports (no type var is)
+                continue
+            src = n.input[i]
+            init = inits.get(src)
+            if init is None:
+                raise FoldError(f"{n.op_type} node {n.name!r}: input {port.name!r} ({src!r}) is {port.dtype} and "
+                                "not an initializer; TensorRT plugins take no uint8 tensors, so it must be a constant "
+                                "that can be stored as int8")
+            if init.data_type == onnx.TensorProto.INT8:  # retyped before
+                continue
+            if init.data_type != onnx.TensorProto.UINT8:
+                raise FoldError(f"{n.op_type} node {n.name!r}: {port.name!r} must be uint8, got "
+                                f"{onnx.TensorProto.DataType.Name(init.data_type)}")
+            retype.setdefault(src, []).append((n, i))
+    for src, uses in retype.items():
+        plugin_uses = {(id(n), i) for n, i in uses}
+        shared = any(x == src and (id(n), i) not in plugin_uses
+                     for n in model.graph.node for i, x in enumerate(n.input)) or \
+            any(o.name == src for o in model.graph.output)
+        arr = numpy_helper.to_array(inits[src]).view(np.int8)
+        if shared:  # keep the uint8 tensor for its other readers
+            name = f"{src}__int8"
+            model.graph.initializer.append(numpy_helper.from_array(arr, name))
+            for n, i in uses:
+                n.input[i] = name
+        else:
+            inits[src].CopyFrom(numpy_helper.from_array(arr, src))
+            for vi in model.graph.value_info:
+                if vi.name == src:
+                    vi.type.tensor_type.elem_type = onnx.TensorProto.INT8
+            for gi in model.graph.input:  # an initializer may also be listed as a graph input (IR < 4)
+                if gi.name == src:
+                    gi.type.tensor_type.elem_type = onnx.TensorProto.INT8
+    return model
+
+
+def prepare_trt_graph(model: Any) -> Any:
+    """The graph handed to TensorRT's ONNX parser, from an fp16 export (in place; returns ``model``): the host
+    scales folded into attributes (:func:`fold_host_scales`) and the uint8 packed weights retyped to int8
+    (:func:`int8_packed_weights`). Idempotent. ONNX Runtime keeps the exported graph as it is."""
+    return int8_packed_weights(fold_host_scales(model))

@@ -77,6 +77,7 @@ RECORD = register(OpRecord(
            "is possible where TensorRT supports int4 weight-only DQ.",
     reference="quamba_edge.ops.w4a16_linear",
     impl=_node,
+    kernel="w4a16_linear.cu",
 ))
 
 

@@ -122,6 +122,7 @@ RECORD = register(OpRecord(
     reason="int4 weights x int8 activations (two-level Marlin-QQQ scales) has no ONNX or TensorRT form.",
     reference="quamba_edge.ops.w4a8_linear",
     impl=_node,
+    kernel="w4a8_linear.cu",
 ))
 
 

@@ -84,6 +84,7 @@ RECORD = register(OpRecord(
            "own int8 GEMM is a candidate for a later version.)",
     reference="quamba_edge.ops.w8a8_linear",
     impl=_node,
+    kernel="w8a8_linear.cu",
 ))
 
 

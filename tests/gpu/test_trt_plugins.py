@@ -8,6 +8,11 @@ compared with the node's reference implementation (the registry record's impl, L
 path): int8 within +-1 LSB (int8 states nearly all exact), fp16 within fp16 tolerance, fp32 within fp32
 rounding -- the conventions of tests/gpu/test_kernel_*.py.
 
+The linears run at every linear shape of the bundled models' recipes (trt_plugin_cases.BUNDLED_LINEARS) and
+around the kernels' limits, and ``test_bundled_model_linear_nodes`` takes every W8A8 / W4A8 / W4A16 node of the
+bundled models' fp16 exports, recipe by recipe, with its real initializers (weights, scales, bias), at a prefill
+and a decode shape.
+
 The plugin library and harness are built for this GPU's architecture against the first TensorRT headers found
 ($QUAMBA_TRT_HEADERS, $TENSORRT_ROOT/include, ../shared/third_party, /usr/include/...); without any the tests
 are skipped.
@@ -18,7 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 from gpu_helpers import POISON, assert_fp16_close, assert_int8_close
-from trt_plugin_cases import SPECS, TORCH_DTYPE, make, spec_id
+from trt_plugin_cases import LINEAR_DECODE, LINEAR_PREFILL, SPECS, TORCH_DTYPE, Case, make, spec_id
 
 from quamba_edge import trt_harness
 from quamba_edge.trt_harness import HarnessError, Tensor
@@ -51,7 +56,10 @@ def _run(harness, case):
 
 @pytest.mark.parametrize("spec", SPECS, ids=[spec_id(s) for s in SPECS])
 def test_plugin_matches_reference(harness, spec):
-    case = make(spec, "cuda")
+    _check(harness, make(spec, "cuda"))
+
+
+def _check(harness, case):
     built, runtime = _run(harness, case)
     names = [p.name for p in case.record.outputs]
     for name, a, b in zip(names, built, runtime):
@@ -85,3 +93,86 @@ def test_enqueue_refuses_mismatched_shapes_on_the_device(harness):
                     stream=torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
     assert torch.equal(outs_t[0], torch.full_like(outs_t[0], POISON[torch.int8][1]))
+
+
+# ---- the linear nodes of the bundled models' exports, recipe by recipe ----------------------------------------
+
+LINEAR_OPS = ("W8A8Linear", "W4A8Linear", "W4A16Linear")
+
+
+def _recipes():
+    from quamba_edge.quant.recipes import RECIPES
+
+    return list(RECIPES)
+
+
+@pytest.fixture(scope="module")
+def bundled_exports(tmp_path_factory):
+    """(recipe, bits, arch) -> the fp16 ONNX export of the bundled ``<arch>-ref`` model quantized with that
+    recipe (a few random-token calibration samples: the weights and scale layouts are the real ones)."""
+    onnx = pytest.importorskip("onnx")
+    from quamba_edge.export import export_model
+    from quamba_edge.models.loading import load_model
+    from quamba_edge.quant.recipes import quantize_model
+    from quamba_edge.tokenizer import bundled_assets_dir
+
+    root, cache = tmp_path_factory.mktemp("trt-bundled"), {}
+
+    def get(key):
+        if key not in cache:
+            recipe, bits, arch = key
+            fp = load_model(bundled_assets_dir() / f"{arch}-ref").eval()
+            g = torch.Generator().manual_seed(0)
+            calib = [torch.randint(0, fp.config.vocab_size, (1, 64), generator=g) for _ in range(2)]
+            model = quantize_model(fp, recipe, bits, calib)
+            d = export_model(model, root / "-".join(key), dtype="fp16")
+            cache[key] = onnx.load(str(d / "model.onnx"))
+        return cache[key]
+
+    return get
+
+
+def _linear_cases(model, batch: int, length: int, seed: int, device: str = "cuda") -> list[Case]:
+    """One case per linear node: its initializers (the ONNX dtypes: packed weights stay uint8 for the reference;
+    the harness hands the same bytes to the plugin as int8), random activations [batch, length, K]."""
+    import onnx
+    from onnx import numpy_helper
+
+    from quamba_edge.ops import registry
+
+    inits = {i.name: i for i in model.graph.initializer}
+    g = torch.Generator(device=device).manual_seed(seed)
+    cases = []
+    for n in model.graph.node:
+        if n.domain != registry.DOMAIN or n.op_type not in LINEAR_OPS:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute
+                 if a.name not in registry.PLUGIN_ATTRS}
+        ins = []
+        for i, name in enumerate(n.input):
+            if i == 0:  # the activation
+                k = int(attrs.get("in_features") or numpy_helper.to_array(inits[n.input[2]]).shape[1])
+                x = torch.randn(batch, length, k, device=device, generator=g)
+                # int8 activations spread like calibrated ones (most well inside the range, a few clamped)
+                ins.append(torch.clamp(torch.round(x * 32), -128, 127).to(torch.int8) if n.op_type != "W4A16Linear"
+                           else x.half())
+            else:
+                ins.append(torch.from_numpy(numpy_helper.to_array(inits[name]).copy()).to(device))
+        binding = {"Y": "int8" if attrs["out_int8"] else "T"} if "out_int8" in attrs else {}
+        cases.append(Case(n.op_type, f"{n.name}-B{batch}-L{length}", ins, attrs, binding))
+    return cases
+
+
+@pytest.mark.parametrize("recipe", _recipes(), ids=["-".join(r) for r in _recipes()])
+def test_bundled_model_linear_nodes(harness, bundled_exports, recipe):
+    """Every linear node of the recipe's export, prefill (M = 74: the kernels' GEMM) and decode (M = 3: GEMV)."""
+    model = bundled_exports(recipe)
+    seen = set()
+    for (b, l), seed in ((LINEAR_PREFILL, 1), (LINEAR_DECODE, 2)):
+        cases = _linear_cases(model, b, l, seed)
+        assert cases, f"no linear node in the {recipe} export"
+        for case in cases:
+            _check(harness, case)
+            seen.add(case.op)
+    bits = recipe[1]
+    assert seen >= {"W8A8Linear" if bits == "w8a8" else "W4A8Linear" if bits == "w4a8" else "W4A16Linear"}

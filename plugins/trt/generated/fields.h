@@ -14,6 +14,8 @@ inline constexpr char kNamespace[] = "quamba";  // ONNX domain "quamba"
 inline constexpr int32_t kMaxRank = 8;
 inline constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// Plugin tensor dtypes: the record's T is float16, its uint8 (packed int4 weights) travels as kINT8
+// (TensorRT plugins take no uint8 tensors; prepare_trt_graph retypes those initializers, same bytes).
 enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32 };
 enum class FieldKind : int32_t { kINT32, kFLOAT32, kCHAR };
 // kAttribute: a node attribute of the record; kHostScale: a per-tensor scale input folded into an
@@ -30,7 +32,7 @@ struct FieldSpec {
   int32_t input;               // kHostScale: the input index it stands for; else -1
 };
 struct DimSpec {
-  int32_t symbol;  // index into the op's symbols; -1: a literal
+  int32_t symbol;  // index into the op's symbols (ceil(K/2) etc.: a symbol the op checks); -1: a literal
   int32_t offset;  // dim = value(symbol) + offset (the literal when symbol is -1)
 };
 struct ShapeSpec {
@@ -348,9 +350,136 @@ inline constexpr DimSource kOutputDims[2 * kMaxRank] = {
 inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 2, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
 }  // namespace QuantSelectiveScan
 
+// ---- W4A16Linear (quamba_edge/ops/w4a16_linear.py, kernel plugins/kernels/w4a16_linear.cu) ----
+namespace W4A16Linear {
+inline constexpr char kName[] = "W4A16Linear";
+inline constexpr char kVersion[] = "1";
+inline constexpr char kModule[] = "w4a16_linear";
+namespace inputs {
+enum : int32_t { x, qweight, scale, bias, kCount };
+}
+namespace outputs {
+enum : int32_t { y, kCount };
+}
+namespace syms {
+enum : int32_t { B, L, K, N, ceil_K_2, ceil_K_group_size, kCount };
+}
+namespace fields {
+enum : int32_t { in_features, group_size, kCount };
+}
+inline constexpr const char* kSymbols[] = {"B", "L", "K", "N", "ceil(K/2)", "ceil(K/group_size)"};
+inline constexpr FieldSpec kFields[] = {
+    {"in_features", FieldKind::kINT32, FieldSource::kAttribute, true, 0.0, nullptr, -1},
+    {"group_size", FieldKind::kINT32, FieldSource::kAttribute, false, 128.0, nullptr, -1},
+};
+inline constexpr PortSpec kInputs[] = {
+    {"x", "[B, L, K]", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"qweight", "[N, ceil(K/2)] int4 codes, offset binary, low nibble first", 1, {{2, {{3, 0}, {4, 0}}}}},
+    {"scale", "[N, ceil(K/group_size)]", 1, {{2, {{3, 0}, {5, 0}}}}},
+    {"bias", "[N] (zeros when the layer has none)", 1, {{1, {{3, 0}}}}},
+};
+inline constexpr PortSpec kOutputs[] = {
+    {"y", "[B, L, N]", 1, {{3, {{0, 0}, {1, 0}, {3, 0}}}}},
+};
+inline constexpr DType kVariants[1 * 5] = {
+    DType::kFLOAT16, DType::kINT8, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT16,
+};
+inline constexpr DimSource kOutputDims[1 * kMaxRank] = {
+    {0, 0, 0}, {0, 1, 0}, {1, 0, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+};
+inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 1, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
+}  // namespace W4A16Linear
+
+// ---- W4A8Linear (quamba_edge/ops/w4a8_linear.py, kernel plugins/kernels/w4a8_linear.cu) ----
+namespace W4A8Linear {
+inline constexpr char kName[] = "W4A8Linear";
+inline constexpr char kVersion[] = "1";
+inline constexpr char kModule[] = "w4a8_linear";
+namespace inputs {
+enum : int32_t { x_q, x_scale, qweight, s_group, s_channel, bias, out_scale, kCount };
+}
+namespace outputs {
+enum : int32_t { y, kCount };
+}
+namespace syms {
+enum : int32_t { B, L, K, N, ceil_K_2, ceil_K_group_size, kCount };
+}
+namespace fields {
+enum : int32_t { in_features, group_size, out_int8, kCount };
+}
+inline constexpr const char* kSymbols[] = {"B", "L", "K", "N", "ceil(K/2)", "ceil(K/group_size)"};
+inline constexpr FieldSpec kFields[] = {
+    {"in_features", FieldKind::kINT32, FieldSource::kAttribute, true, 0.0, nullptr, -1},
+    {"group_size", FieldKind::kINT32, FieldSource::kAttribute, false, 128.0, nullptr, -1},
+    {"out_int8", FieldKind::kINT32, FieldSource::kAttribute, true, 0.0, nullptr, -1},
+};
+inline constexpr PortSpec kInputs[] = {
+    {"x_q", "[B, L, K]", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"x_scale", "[]", 1, {{0, {}}}},
+    {"qweight", "[N, ceil(K/2)] int4 codes, offset binary, low nibble first", 1, {{2, {{3, 0}, {4, 0}}}}},
+    {"s_group", "[N, ceil(K/group_size)]", 1, {{2, {{3, 0}, {5, 0}}}}},
+    {"s_channel", "[N]", 1, {{1, {{3, 0}}}}},
+    {"bias", "[N] (zeros when the layer has none)", 1, {{1, {{3, 0}}}}},
+    {"out_scale", "[N] (per row; ignored when out_int8 = 0)", 1, {{1, {{3, 0}}}}},
+};
+inline constexpr PortSpec kOutputs[] = {
+    {"y", "[B, L, N]", 1, {{3, {{0, 0}, {1, 0}, {3, 0}}}}},
+};
+inline constexpr DType kVariants[2 * 8] = {
+    DType::kINT8, DType::kFLOAT32, DType::kINT8, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT32, DType::kFLOAT32, DType::kINT8,
+    DType::kINT8, DType::kFLOAT32, DType::kINT8, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT32, DType::kFLOAT32, DType::kFLOAT16,
+};
+inline constexpr DimSource kOutputDims[1 * kMaxRank] = {
+    {0, 0, 0}, {0, 1, 0}, {2, 0, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+};
+inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 2, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
+}  // namespace W4A8Linear
+
+// ---- W8A8Linear (quamba_edge/ops/w8a8_linear.py, kernel plugins/kernels/w8a8_linear.cu) ----
+namespace W8A8Linear {
+inline constexpr char kName[] = "W8A8Linear";
+inline constexpr char kVersion[] = "1";
+inline constexpr char kModule[] = "w8a8_linear";
+namespace inputs {
+enum : int32_t { x_q, x_scale, w_q, w_scale, bias, out_scale, kCount };
+}
+namespace outputs {
+enum : int32_t { y, kCount };
+}
+namespace syms {
+enum : int32_t { B, L, K, N, kCount };
+}
+namespace fields {
+enum : int32_t { out_int8, kCount };
+}
+inline constexpr const char* kSymbols[] = {"B", "L", "K", "N"};
+inline constexpr FieldSpec kFields[] = {
+    {"out_int8", FieldKind::kINT32, FieldSource::kAttribute, true, 0.0, nullptr, -1},
+};
+inline constexpr PortSpec kInputs[] = {
+    {"x_q", "[B, L, K]", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"x_scale", "[]", 1, {{0, {}}}},
+    {"w_q", "[N, K]", 1, {{2, {{3, 0}, {2, 0}}}}},
+    {"w_scale", "[N] (per row)", 1, {{1, {{3, 0}}}}},
+    {"bias", "[N] (zeros when the layer has none)", 1, {{1, {{3, 0}}}}},
+    {"out_scale", "[N] (per row; ignored when out_int8 = 0)", 1, {{1, {{3, 0}}}}},
+};
+inline constexpr PortSpec kOutputs[] = {
+    {"y", "[B, L, N]", 1, {{3, {{0, 0}, {1, 0}, {3, 0}}}}},
+};
+inline constexpr DType kVariants[2 * 7] = {
+    DType::kINT8, DType::kFLOAT32, DType::kINT8, DType::kFLOAT32, DType::kFLOAT32, DType::kFLOAT32, DType::kINT8,
+    DType::kINT8, DType::kFLOAT32, DType::kINT8, DType::kFLOAT32, DType::kFLOAT32, DType::kFLOAT32, DType::kFLOAT16,
+};
+inline constexpr DimSource kOutputDims[1 * kMaxRank] = {
+    {0, 0, 0}, {0, 1, 0}, {2, 0, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+};
+inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 2, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
+}  // namespace W8A8Linear
+
 // Every op with a plugin, by name.
-inline constexpr const OpSpec* kOps[] = {&QuantAddRMSNorm::kSpec, &QuantCausalConv1d::kSpec, &QuantGatedRMSNorm::kSpec, &QuantHadamard::kSpec, &QuantSSD::kSpec, &QuantSelectiveScan::kSpec};
-inline constexpr int32_t kNbOps = 6;
+inline constexpr const OpSpec* kOps[] = {&QuantAddRMSNorm::kSpec, &QuantCausalConv1d::kSpec, &QuantGatedRMSNorm::kSpec, &QuantHadamard::kSpec, &QuantSSD::kSpec, &QuantSelectiveScan::kSpec, &W4A16Linear::kSpec, &W4A8Linear::kSpec, &W8A8Linear::kSpec};
+inline constexpr int32_t kNbOps = 9;
 
 // +-1 base matrices H_b of the QuantHadamard sizes b * 2^k (quamba_edge.quant.hadamard.base_hadamard);
 // the orthonormal matrix is M = kron(H_b, H_{2^k}) * fl32(1 / sqrt(n)), the kernel's base factor

@@ -20,6 +20,9 @@
 #include "quamba_kernels/quant_selective_state_update.h"
 #include "quamba_kernels/quant_ssd.h"
 #include "quamba_kernels/quant_ssd_state_update.h"
+#include "quamba_kernels/w4a16_linear.h"
+#include "quamba_kernels/w4a8_linear.h"
+#include "quamba_kernels/w8a8_linear.h"
 #include "state_convert.h"
 
 #define FAKE_EXPORT extern "C" __attribute__((visibility("default")))
@@ -164,6 +167,32 @@ FAKE_EXPORT cudaError_t quamba_quant_ssd(const QuambaQuantSSDParams* p, cudaStre
 FAKE_EXPORT cudaError_t quamba_quant_ssd_state_update(const QuambaQuantSSDStateUpdateParams* p, cudaStream_t) {
   Line l("quant_ssd_state_update");
   ssd_common(l, p);
+  return cudaSuccess;
+}
+
+FAKE_EXPORT cudaError_t quamba_w8a8_linear(const QuambaW8A8LinearParams* p, cudaStream_t) {
+  Line("w8a8_linear").i("m", p->m).i("n", p->n).i("k", p->k).p("x", p->x).i("x_row_stride", p->x_row_stride)
+      .p("x_scale", p->x_scale).p("w", p->w).i("w_row_stride", p->w_row_stride).p("w_scale", p->w_scale)
+      .i("w_scale_stride", p->w_scale_stride).p("bias", p->bias).p("out_scale", p->out_scale)
+      .i("out_scale_stride", p->out_scale_stride).i("y_dtype", p->y_dtype).p("y", p->y)
+      .i("y_row_stride", p->y_row_stride);
+  return cudaSuccess;
+}
+
+FAKE_EXPORT cudaError_t quamba_w4a8_linear(const QuambaW4A8LinearParams* p, cudaStream_t) {
+  Line("w4a8_linear").i("m", p->m).i("n", p->n).i("k", p->k).p("x", p->x).i("x_row_stride", p->x_row_stride)
+      .p("x_scale", p->x_scale).p("qweight", p->qweight).i("w_row_stride", p->w_row_stride).p("s_group", p->s_group)
+      .i("s_group_row_stride", p->s_group_row_stride).i("group_size", p->group_size).p("s_channel", p->s_channel)
+      .p("bias", p->bias).p("out_scale", p->out_scale).i("out_scale_stride", p->out_scale_stride)
+      .i("y_dtype", p->y_dtype).p("y", p->y).i("y_row_stride", p->y_row_stride);
+  return cudaSuccess;
+}
+
+FAKE_EXPORT cudaError_t quamba_w4a16_linear(const QuambaW4A16LinearParams* p, cudaStream_t) {
+  Line("w4a16_linear").i("m", p->m).i("n", p->n).i("k", p->k).p("x", p->x).i("x_row_stride", p->x_row_stride)
+      .p("qweight", p->qweight).i("w_row_stride", p->w_row_stride).p("scale", p->scale)
+      .i("scale_row_stride", p->scale_row_stride).i("group_size", p->group_size).p("bias", p->bias)
+      .i("y_dtype", p->y_dtype).p("y", p->y).i("y_row_stride", p->y_row_stride);
   return cudaSuccess;
 }
 
