@@ -2,8 +2,9 @@
 without TensorRT (CI). It records the calls and checks what TensorRT would refuse on our side of the API:
 
 * the network is created strongly typed; the plugin library is loaded before the parser meets a custom node
-  (else "Plugin not found", as the real parser says); the parser reads the real model.onnx (onnx) and gives
-  the network its real inputs (dynamic dims as -1);
+  (else "Plugin not found", as the real parser says); the parser reads the graph it is given (onnx) and
+  gives the network its real inputs (dynamic dims as -1); every plugin node carries its host-scale fields
+  and no uint8 input (what our createPlugin / TensorRT refuse: the graph was prepared);
 * every optimization profile sets every network input, with min <= opt <= max, the input's rank and its
   static dims;
 * the timing cache round-trips as bytes.
@@ -70,6 +71,7 @@ class _Network:
     def __init__(self, flags: int) -> None:
         self.flags = flags
         self.inputs: list[SimpleNamespace] = []
+        self.outputs: list[SimpleNamespace] = []
 
     @property
     def num_inputs(self) -> int:
@@ -87,14 +89,33 @@ class OnnxParser:
         import onnx
 
         calls.append(("parse_from_file", path))
+        from quamba_edge.ops.trt_fields import host_scale_inputs, plugin_ops
+
         model = onnx.load(path, load_external_data=False)
+        ops = {r.name: r for r in plugin_ops()}
+        uint8 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.UINT8}
         for node in model.graph.node:
-            if node.domain not in ("", "ai.onnx") and not _loaded_libraries:
+            if node.domain in ("", "ai.onnx"):
+                continue
+            if not _loaded_libraries:
                 self.errors.append(f"{node.op_type}: Plugin not found, are the plugin name, version, and "
                                    "namespace correct?")
-        for inp in model.graph.input:
-            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim)
-            self.network.inputs.append(SimpleNamespace(name=inp.name, shape=dims))
+            rec = ops.get(node.op_type)
+            if rec is None:
+                continue
+            attrs = {a.name for a in node.attribute}
+            missing = [rec.inputs[i].name for i in host_scale_inputs(rec)
+                       if i < len(node.input) and node.input[i] and rec.inputs[i].name not in attrs]
+            if missing:  # our createPlugin refuses a node without its host-scale fields
+                self.errors.append(f"{node.op_type}: createPlugin: missing fields {missing}")
+            if any(x in uint8 for x in node.input):
+                self.errors.append(f"{node.op_type}: uint8 input (TensorRT plugins take no uint8 tensors)")
+        for vis, dest in ((model.graph.input, self.network.inputs), (model.graph.output, self.network.outputs)):
+            for v in vis:
+                tt = v.type.tensor_type
+                dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).str
+                dest.append(SimpleNamespace(name=v.name, shape=dims, dtype=dtype))
         return not self.errors
 
     @property
@@ -177,4 +198,150 @@ class Builder:
                     if not 1 <= a <= b <= c or (d != -1 and not a == b == c == d):
                         raise AssertionError(f"{inp.name}: bad profile {p.shapes[inp.name]} for dims {inp.shape}")
         calls.append(("build_serialized_network", len(config.profiles)))
-        return b"FAKE-ENGINE" + json.dumps([p.shapes for p in config.profiles]).encode()
+        io = [dict(name=t.name, shape=t.shape, dtype=t.dtype, input=k == 0)
+              for k, ts in enumerate((network.inputs, network.outputs)) for t in ts]
+        return b"FAKE-ENGINE" + json.dumps({"io": io, "profiles": [p.shapes for p in config.profiles]}).encode()
+
+
+# ---- runtime: an "engine" that runs the graph with ``executor`` (tests set it: feeds -> outputs) ----------
+
+executor = None  # callable(dict[str, np.ndarray]) -> dict[str, np.ndarray]
+
+
+class TensorIOMode(enum.IntEnum):
+    INPUT = 1
+    OUTPUT = 2
+
+
+def nptype(dtype):
+    return dtype  # the fake's tensor dtypes are numpy dtypes already
+
+
+class FakeDeviceMemory:
+    """The backend's DeviceMemory interface over host bytes: pointers are keys of numpy byte buffers."""
+
+    name = "fake-device-memory"
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.np, self.bufs, self.next = np, {}, 0x1000
+
+    def alloc(self, nbytes: int) -> int:
+        self.next += 0x1000 + nbytes
+        self.bufs[self.next] = self.np.zeros(max(1, nbytes), dtype=self.np.uint8)
+        return self.next
+
+    def free(self, ptr: int) -> None:
+        del self.bufs[ptr]
+
+    def stream(self) -> int:
+        return 7
+
+    def h2d(self, ptr: int, host, stream: int) -> None:
+        raw = self.np.ascontiguousarray(host).view(self.np.uint8).reshape(-1)
+        self.bufs[ptr][:raw.size] = raw
+
+    def d2h(self, host, ptr: int, stream: int) -> None:
+        host.view(self.np.uint8).reshape(-1)[:] = self.bufs[ptr][:host.nbytes]
+
+    def d2d(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        self.bufs[dst][:nbytes] = self.bufs[src][:nbytes]
+
+    def sync(self, stream: int) -> None:
+        pass
+
+
+memory: FakeDeviceMemory | None = None  # the memory the context reads and writes (tests set it)
+
+
+class _Engine:
+    def __init__(self, spec: dict) -> None:
+        import numpy as np
+
+        self.io = {t["name"]: t for t in spec["io"]}
+        self.names = [t["name"] for t in spec["io"]]
+        self.profiles = spec["profiles"]
+        self.np = np
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.names)
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.profiles)
+
+    def get_tensor_name(self, i: int) -> str:
+        return self.names[i]
+
+    def get_tensor_mode(self, name: str) -> TensorIOMode:
+        return TensorIOMode.INPUT if self.io[name]["input"] else TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name: str):
+        return self.np.dtype(self.io[name]["dtype"])
+
+    def create_execution_context(self) -> "_Context":
+        return _Context(self)
+
+
+class _Context:
+    def __init__(self, engine: _Engine) -> None:
+        self.engine, self.profile, self.shapes, self.addr = engine, None, {}, {}
+
+    def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+        if not 0 <= index < len(self.engine.profiles):
+            return False
+        self.profile = index
+        calls.append(("profile", index))
+        return True
+
+    def set_input_shape(self, name: str, shape) -> bool:
+        lo, _, hi = self.engine.profiles[self.profile][name]
+        shape = tuple(shape)
+        if len(shape) != len(lo) or any(not a <= d <= b for a, d, b in zip(lo, shape, hi)):
+            return False  # outside the active profile, as TensorRT refuses it
+        self.shapes[name] = shape
+        return True
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addr[name] = ptr
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        io = self.engine.io[name]
+        if io["input"]:
+            return self.shapes[name]
+        b, length = self.shapes["input_ids"]
+        dims = list(io["shape"])
+        dims[0] = b
+        if name == "logits":
+            dims[1] = length
+        return tuple(dims)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        np = self.engine.np
+        feeds = {}
+        for name, t in self.engine.io.items():
+            if t["input"]:
+                arr = np.empty(self.shapes[name], dtype=np.dtype(t["dtype"]))
+                memory.d2h(arr, self.addr[name], stream)
+                feeds[name] = arr
+        outs = executor(feeds)
+        for name, t in self.engine.io.items():
+            if not t["input"]:
+                arr = np.ascontiguousarray(outs[name], dtype=np.dtype(t["dtype"]))
+                assert arr.shape == self.get_tensor_shape(name), (name, arr.shape)
+                memory.h2d(self.addr[name], arr, stream)
+        calls.append(("execute", tuple(self.shapes["input_ids"])))
+        return True
+
+
+class Runtime:
+    def __init__(self, logger: Logger) -> None:
+        self.logger = logger
+
+    def deserialize_cuda_engine(self, data: bytes) -> _Engine | None:
+        if not data.startswith(b"FAKE-ENGINE"):
+            return None
+        return _Engine(json.loads(data[len(b"FAKE-ENGINE"):]))

@@ -107,6 +107,15 @@ def test_refusals(fp16_export, lib, tmp_path, monkeypatch):
         build_engine(fp16_export, plugins=lib)
 
 
+def test_unprepared_graph_would_be_refused(fp16_export, lib, monkeypatch):
+    """Without ops.trt_fields.prepare_trt_graph the plugins miss their host-scale fields: the builder prepares."""
+    import quamba_edge.runtime.engine_build as eb
+
+    monkeypatch.setattr(eb, "_prepared_graph", lambda info, folder: info.onnx_path)
+    with pytest.raises(EngineError, match="missing fields"):
+        build_engine(fp16_export, plugins=lib, progress=False, trt=fake_tensorrt)
+
+
 def test_parser_error_names_the_plugin_problem(fp16_export, lib, monkeypatch):
     monkeypatch.setattr(fake_tensorrt._Registry, "load_library", lambda self, path: None)  # loads nothing
     with pytest.raises(EngineError, match="Plugin not found"):

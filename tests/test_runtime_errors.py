@@ -78,7 +78,7 @@ def test_backend_that_cannot_run_this_kind_of_model(root, tmp_path):
     (fake / "model.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="use backend='onnxruntime'"):
         EdgeModel.load(fake, backend="torch")
-    with pytest.raises(BackendUnavailableError, match="backend 'tensorrt' is not available: tensorrt"):
+    with pytest.raises(BackendUnavailableError, match="backend 'tensorrt' is not available: TensorRT is not installed"):
         EdgeModel.load(fake, backend="tensorrt")
 
 

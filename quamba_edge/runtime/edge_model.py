@@ -280,7 +280,7 @@ class EdgeModel:
         elif name == "tensorrt":
             from .backends.tensorrt_backend import TensorRTBackend
 
-            be = TensorRTBackend(folder)  # raises: not available yet
+            be = TensorRTBackend(folder)
         else:
             from .backends.torch_backend import TorchBackend, import_torch
 

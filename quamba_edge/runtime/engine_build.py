@@ -1,8 +1,10 @@
 """``quamba-edge build``: an fp16 export directory -> a TensorRT engine with our plugins (on the device).
 
 The network is strongly typed (TensorRT 11 requires it; the INT8 tensors between our plugins are declared by
-the plugins themselves), parsed from ``model.onnx`` with ``libquamba_trt_plugins.so`` loaded into the plugin
-registry (the parser maps each custom node to our creator by op type + ``plugin_version`` + namespace). Two
+the plugins themselves), parsed from ``model.onnx`` prepared for TensorRT (host scales folded into plugin
+fields, packed int4 weights as int8: ``ops.trt_fields.prepare_trt_graph``, on a temporary copy) with
+``libquamba_trt_plugins.so`` loaded into the plugin registry (the parser maps each custom node to our creator
+by op type + ``plugin_version`` + namespace). Two
 optimization profiles: prefill (``L`` 2 ... ``max_seq``) and decode (``L`` = 1), batch 1 ... ``max_batch``.
 A timing cache is read and written when given. The engine is written atomically as ``model.engine`` beside a
 sidecar ``model.engine.json`` recording what it was built from (TensorRT, plugin library hash, op registry
@@ -11,19 +13,19 @@ installed, and a prompt or batch outside its profiles, saying what to rebuild.
 
 TensorRT cannot be installed on our CI machines: the tests drive this module with a fake ``tensorrt`` module
 (tests/fake_tensorrt.py) that checks the call sequence and the profiles; only a Jetson run proves the rest.
-No torch here.
+Preparing the graph imports the op registry (torch); nothing else here does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from quamba_edge._fs import file_sha256
 from quamba_edge.export.info import ExportInfo, read_export_info
 
 from .backends.base import BackendUnavailableError
@@ -50,14 +52,6 @@ def import_tensorrt() -> Any:
             "TensorRT is not installed here: on a Jetson it comes with JetPack (`sudo apt install "
             "python3-libnvinfer`; see jetson/README.md), on an x86 GPU machine `pip install tensorrt`") from e
     return tensorrt
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_plugin_library(explicit: str | os.PathLike | None = None) -> Path:
@@ -92,6 +86,25 @@ def _profiles(info: ExportInfo, max_batch: int, max_seq: int) -> list[dict[str, 
     prefill = {"input_ids": ((1, 2), (1, max(2, seq_opt)), (max_batch, max_seq)), **states(1, 1, max_batch)}
     decode = {"input_ids": ((1, 1), (max_batch, 1), (max_batch, 1)), **states(1, max_batch, max_batch)}
     return [prefill, decode] if max_seq >= 2 else [decode]
+
+
+def _prepared_graph(info: ExportInfo, folder: Path) -> Path:
+    """The exported graph as TensorRT's parser must see it, written under ``folder``: per-tensor scales folded
+    into plugin fields and packed int4 weights retyped to int8 (``ops.trt_fields.prepare_trt_graph``; the
+    export itself stays as ONNX Runtime runs it). The registry it reads needs torch."""
+    try:
+        import onnx
+
+        from quamba_edge.ops.trt_fields import prepare_trt_graph
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"preparing the graph for TensorRT needs onnx and torch (the op registry): {e}; install them "
+            "(JetPack's torch on a Jetson) or build on a machine that has them") from e
+    model = prepare_trt_graph(onnx.load(str(info.onnx_path)))
+    out = folder / info.onnx_path.name
+    # weights as external data: the graph may pass protobuf's 2 GB limit; the parser finds them beside it
+    onnx.save(model, str(out), save_as_external_data=True, location=out.name + ".data")
+    return out
 
 
 def _progress_monitor(trt: Any, enabled: bool) -> Any:
@@ -163,7 +176,10 @@ def build_engine(export_dir: str | os.PathLike, *, max_batch: int = 1, max_seq: 
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(info.onnx_path)):
+    with tempfile.TemporaryDirectory(prefix=".trt-graph-", dir=info.path) as tmp:
+        graph = _prepared_graph(info, Path(tmp)) if info.custom_ops else info.onnx_path
+        ok = parser.parse_from_file(str(graph))
+    if not ok:
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         hint = ("; is the plugin library the one built from this checkout?" if lib is not None else "")
         raise EngineError(f"TensorRT's ONNX parser rejected {info.onnx_path}: " + " | ".join(errs) + hint)
@@ -194,8 +210,8 @@ def build_engine(export_dir: str | os.PathLike, *, max_batch: int = 1, max_seq: 
     sidecar = {
         "engine": ENGINE_FILE, "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tensorrt": str(getattr(trt, "__version__", "?")),
-        "plugin_library": None if lib is None else {"path": str(lib), "sha256": _sha256(lib)},
-        "op_registry_version": info.op_registry_version, "onnx_sha256": _sha256(info.onnx_path),
+        "plugin_library": None if lib is None else {"path": str(lib), "sha256": file_sha256(lib)},
+        "op_registry_version": info.op_registry_version, "onnx_sha256": file_sha256(info.onnx_path),
         "precision": info.precision, "max_batch": max_batch, "max_seq": max_seq,
         "profiles": [{k: [list(s) for s in v] for k, v in p.items()} for p in profiles],
     }
@@ -220,11 +236,11 @@ def check_engine(export_dir: str | os.PathLike, *, batch: int = 1, seq_len: int 
     if trt_version is not None and side.get("tensorrt") != trt_version:
         raise EngineError(f"the engine was built with TensorRT {side.get('tensorrt')}, TensorRT {trt_version} is "
                           f"installed; {rebuild}")
-    if side.get("onnx_sha256") != _sha256(info.onnx_path):
+    if side.get("onnx_sha256") != file_sha256(info.onnx_path):
         raise EngineError(f"{info.onnx_path} changed since the engine was built; {rebuild}")
     if side.get("plugin_library"):
         lib = find_plugin_library(plugins)
-        if _sha256(lib) != side["plugin_library"]["sha256"]:
+        if file_sha256(lib) != side["plugin_library"]["sha256"]:
             raise EngineError(f"the engine was built against another plugin library than {lib}; {rebuild}")
     if batch > side["max_batch"]:
         raise EngineError(f"batch {batch} is larger than the engine's profile (max batch {side['max_batch']}); "
