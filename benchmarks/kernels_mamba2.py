@@ -4,14 +4,17 @@
 
 Shapes: mamba2-2.7b (d_model 2560, d_inner 5120, headdim 64, 80 heads, d_state 128, 1 group, chunk 256) and
 mamba2-8b (d_model 4096, d_inner 8192, headdim 64, 128 heads, d_state 128, 8 groups, chunk 128), batch 1,
-L in {1, 1024, 2048} (decode: one token). The fp16 references are our FP model code run with fp16 tensors:
-``ssm.mamba2_dt`` + ``ssm.ssd_chunked`` / ``ssm.ssd_state_update``, ``ssm.gated_rms_norm``, ``ssm.rms_norm``
+L in {1, 1024, 2048} (decode: one token); quant_ssd_chunked rows: the chunked tensor-core quant_ssd
+(QUAMBA_SSD_CHUNKED=1) against the sequential kernel, L in {1024, 2048, 8192}, batch 1 and 4. The fp16
+references are our FP model code run with fp16 tensors: ``ssm.mamba2_dt`` + ``ssm.ssd_chunked`` / ``ssm.ssd_state_update``, ``ssm.gated_rms_norm``, ``ssm.rms_norm``
 (after the fp16 residual add), and ``quant.hadamard.hadamard_transform`` (the float online transform of the
 W4A16 path). ``bytes`` counts every input read once and every output written once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import torch
@@ -202,5 +205,76 @@ def _norm_model(ops: Any, model: str) -> list[dict]:
     return out
 
 
+@contextlib.contextmanager
+def _ssd_kernel_env(chunked: bool):
+    """QUAMBA_SSD_CHUNKED=1 (the chunked tensor-core quant_ssd) or unset (the sequential kernel) around one
+    call: the C entry point reads it on every call, also while a CUDA graph is captured."""
+    old = os.environ.get("QUAMBA_SSD_CHUNKED")
+    if chunked:
+        os.environ["QUAMBA_SSD_CHUNKED"] = "1"
+    else:
+        os.environ.pop("QUAMBA_SSD_CHUNKED", None)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("QUAMBA_SSD_CHUNKED", None)
+        else:
+            os.environ["QUAMBA_SSD_CHUNKED"] = old
+
+
+CHUNKED_SEQLENS = (1024, 2048, 8192)
+
+
+def ssd_chunked_cases(ops: Any) -> list[dict]:
+    """quant_ssd prefill, chunked tensor-core kernel (QUAMBA_SSD_CHUNKED=1) against the sequential kernel at the
+    same shapes: mamba2-2.7b / mamba2-8b, L = 1024 / 2048 / 8192, batch 1 / 4, int8 state in / out with the
+    compact G x 4 x 4 x N scales. The row's reference is the sequential kernel, so its speedup column is
+    sequential / chunked (reference_kind says so); the mamba_ssm comparison is separate."""
+    out = []
+    for model in ("mamba2-2.7b", "mamba2-8b"):
+        cfg = MODELS[model]
+        h, p, g, n, chunk = cfg["nheads"], cfg["headdim"], cfg["ngroups"], cfg["d_state"], cfg["chunk"]
+        x_scale = torch.rand(h, p, device="cuda") * 0.02 + 0.005
+        dt_bias = torch.rand(h, device="cuda") * 4 - 4
+        a_log, d_q = _i8(h), _i8(h)
+        bc_scale = torch.rand(g, device="cuda") * 0.03 + 0.01
+        table = torch.rand(16 * g, n, device="cuda") * 0.1 + 0.02
+        rows = _compact_rows(h, p, g)
+        for seqlen in CHUNKED_SEQLENS:
+            for bsz in (1, 4):
+                nbytes = (bsz * seqlen * (h * p + h + 2 * g * n) + 2 * bsz * seqlen * h * p + 2 * bsz * h * p * n
+                          + 4 * 16 * g * n + 4 * h * p + 4 * h * p + 12 * h + 8 * g)
+                sets = [dict(x=_i8(bsz, seqlen, h, p), dt=_i8(bsz, seqlen, h), B=_i8(bsz, seqlen, g, n),
+                             C=_i8(bsz, seqlen, g, n), st=_i8(bsz, h, p, n),
+                             y=torch.empty(bsz, seqlen, h, p, dtype=torch.float16, device="cuda"),
+                             st_out=torch.empty(bsz, h, p, n, dtype=torch.int8, device="cuda"))
+                        for _ in range(l2_sets(nbytes))]
+
+                def call(i, chunked, sets=sets, chunk=chunk):
+                    s = sets[i % len(sets)]
+                    with _ssd_kernel_env(chunked):
+                        ops.quant_ssd(s["x"], x_scale, s["dt"], 0.03, dt_bias, a_log, 0.02, s["B"], bc_scale, s["C"],
+                                      bc_scale, d_q, 0.01, chunk, 0.0, float("inf"), s["st"], table, s["y"],
+                                      s["st_out"], 0, rows)
+
+                # useful matmul work per token and head: C B^T over the causal half of a 64-token chunk
+                # (32 N), Y_diag (32 P), Y_off and the state update (2 N P); not counted: the hi / lo second
+                # fp16 mmas and C B^T recomputed per 32-channel tile
+                flops = 2 * bsz * seqlen * h * (64 * n // 2 + 64 * p // 2 + 2 * n * p)
+                out.append(dict(name="quant_ssd_chunked", model=model,
+                                shape=f"B={bsz} L={seqlen} H={h} P={p} G={g} N={n}", bytes=nbytes,
+                                kernel=lambda i, call=call: call(i, True),
+                                reference=lambda i, call=call: call(i, False),
+                                reference_kind="the sequential quant_ssd kernel (speedup = sequential / chunked)",
+                                flops=flops,
+                                note="QUAMBA_SSD_CHUNKED=1; int8 state in/out, compact G x 16 x N state scales"))
+    return out
+
+
 def cases(ops: Any) -> list[dict]:
-    return ssd_cases(ops) + hadamard_cases(ops) + norm_cases(ops)
+    """Every Mamba2 case; QUAMBA_BENCH_SSD_CHUNKED_ONLY=1: only the chunked-vs-sequential quant_ssd rows
+    (plugins/ssd_check.sh)."""
+    if os.environ.get("QUAMBA_BENCH_SSD_CHUNKED_ONLY") == "1":
+        return ssd_chunked_cases(ops)
+    return ssd_cases(ops) + ssd_chunked_cases(ops) + hadamard_cases(ops) + norm_cases(ops)

@@ -154,3 +154,114 @@ def compact_state_scales(gen, h, p, g, n):
     gi, ii, ji = scale_tables.head_channel_index(hg, cg, h, p)
     rows = ((gi * 4 + ii) * 4 + ji).to(torch.int32).cuda()
     return table.reshape(g * 16, n).cuda(), rows, expanded
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chunked quant_ssd (QUAMBA_SSD_CHUNKED, plugins/kernels/quant_ssd.cu ssdc::chunked_kernel): the error
+# bounds its tests assert (derivation: tests/gpu/test_kernel_quant_ssd_chunked.py). Device-agnostic: the CPU
+# emulation test (tests/test_quant_ssd_chunked_emu.py) uses them too.
+# ---------------------------------------------------------------------------------------------------
+
+U16 = 2.0 ** -11   # fp16 unit roundoff
+SUB16 = 2.0 ** -24  # fp16 subnormal spacing (y values below it flush)
+U32 = 2.0 ** -24   # fp32 unit roundoff
+
+
+def ssd_float_inputs(a, dt_limit=(0.0, INF)):
+    """The reference op's fp32 operands (x, delta, A, B, C, D) of the int8 inputs ``a`` (``_inputs`` keys)."""
+    from quamba_edge.ops._common import dequant, dequant_A
+    from quamba_edge.ops.quant_ssd import group_scale, mamba2_delta
+
+    x = dequant(a["x_q"], a["x_scale"])
+    delta = mamba2_delta(a["dt_q"], a["dt_scale"], a["dt_bias"], dt_limit)
+    A = dequant_A(a["A_log_q"], a["A_log_scale"])
+    B = dequant(a["B_q"], group_scale(a["B_scale"], 2))
+    C = dequant(a["C_q"], group_scale(a["C_scale"], 2))
+    D = None if a["D_q"] is None else dequant(a["D_q"], a["D_scale"])
+    return x, delta, A, B, C, D
+
+
+def ssd_abs_system(a, state_in, state_scale, dt_limit=(0.0, INF)):
+    """(y, final state) of the same SSD with x, B, C, D and the initial state replaced by their magnitudes
+    (the decays are positive already): for every output, the sum of the magnitudes of the terms it adds up
+    (its condition: fp32 rounding of a sum is bounded relative to this, not to the sum). fp32."""
+    from quamba_edge.models import ssm
+    from quamba_edge.ops._common import dequant_state
+
+    x, delta, A, B, C, D = ssd_float_inputs(a, dt_limit)
+    s0 = None if state_in is None else dequant_state(
+        state_in.float() if state_in.dtype == torch.float16 else state_in, state_scale).abs()
+    return ssm.ssd_chunked(x.abs(), delta, A, B.abs(), C.abs(), 64, D=None if D is None else D.abs(),
+                           initial_state=s0)
+
+
+def ssd_cum_max(a, chunk, dt_limit=(0.0, INF)) -> float:
+    """max over (batch, head, reference chunk) of |sum delta A|: the reference's exp(dA_cum[-1] - dA_cum)
+    (chunk length min(chunk, L)) subtracts two such sums, losing ~U32 of that size in the exponent."""
+    _, delta, A, _, _, _ = ssd_float_inputs(a, dt_limit)
+    dA = delta * A  # [B, L, H]
+    L = dA.shape[1]
+    c = max(1, min(int(chunk), L))
+    dA = torch.nn.functional.pad(dA, (0, 0, 0, (-L) % c))
+    return float(dA.view(dA.shape[0], -1, c, dA.shape[-1]).sum(2).abs().max())
+
+
+def ssd_bound_terms(a, state_in, state_scale, chunk, dt_limit=(0.0, INF)):
+    """What the derived bounds need: (y_abs, s_abs) of :func:`ssd_abs_system`, the reference's cum max
+    (:func:`ssd_cum_max`) and the absolute floors of the kernel's fp16 operands. Each fp16 operand carries
+    at most 2^-25 absolute (an fp16 subnormal lo part) in its own units: S unscaled (Y_off: y_floor gets
+    2^-25 sum_n |C_t n|); M and Xd scaled per chunk so that their bound is < 2^15, i.e. 2^-40 of the bound
+    (M: 128^2 N sB sC max delta; Xd: 128 max_p s_x max delta sB), summed over at most 64 tokens of 128
+    codes (y: times s_x; state: once per chunk)."""
+    y_abs, s_abs = ssd_abs_system(a, state_in, state_scale, dt_limit)
+    _, delta, _, _, C, _ = ssd_float_inputs(a, dt_limit)
+    bsz, seqlen, h, p = a["x_q"].shape
+    g, n = a["B_q"].shape[2:]
+    dev = a["x_q"].device
+    per_head = lambda v: torch.as_tensor(v, dtype=torch.float32, device=dev).reshape(-1).expand(g)  # noqa: E731
+    sB = per_head(a["B_scale"]).repeat_interleave(h // g)  # [H]
+    sC = per_head(a["C_scale"]).repeat_interleave(h // g)
+    sx = torch.as_tensor(a["x_scale"], dtype=torch.float32, device=dev).expand(h, p)
+    dmax = delta.amax(dim=(0, 1))  # [H]
+    tokens = 128.0 * min(seqlen, 64)
+    c_sum = C.abs().sum(-1).repeat_interleave(h // g, dim=2).unsqueeze(-1)  # [B, L, H, 1]
+    m_bound = 16384.0 * n * sB * sC * dmax  # [H]
+    x_bound = 128.0 * sx.abs().amax(1) * dmax * sB  # [H]
+    y_floor = 2.0 ** -25 * c_sum + 2.0 ** -40 * (m_bound[:, None] * sx.abs()) * tokens  # [B, L, H, P]
+    s_floor = (2.0 ** -40 * x_bound * tokens * -(-seqlen // 64)).view(1, h, 1, 1)
+    return dict(y_abs=y_abs, s_abs=s_abs, cmax=ssd_cum_max(a, chunk, dt_limit), y_floor=y_floor, s_floor=s_floor)
+
+
+def chunked_y_bound(y_ref, t):
+    """|y_chunked - y_ref| bound: the fp16 rounding of y (U16 |y| + SUB16), fp32-level differences of both
+    evaluations relative to sum |terms| (2^-13, generous over the ~2^-18 seen in emulation), the reference's
+    exponent cancellation (8 U32 cmax) and the floors of the fp16 operands (y_floor). ``t``: ssd_bound_terms."""
+    return U16 * y_ref.abs() + SUB16 + (2.0 ** -13 + 8 * U32 * t["cmax"]) * t["y_abs"] + t["y_floor"]
+
+
+def chunked_state_bound(s_ref, st_dtype, t):
+    """|S_chunked - S_ref| bound of a float state: the same fp32-level terms (2^-16 of sum |terms|), the floor
+    of Xd's fp16 parts (s_floor) and the fp16 storage rounding of an fp16 state."""
+    bound = (2.0 ** -16 + 8 * U32 * t["cmax"]) * t["s_abs"] + t["s_floor"]
+    if st_dtype == torch.float16:
+        bound = bound + U16 * s_ref.abs() + SUB16
+    return bound
+
+
+def assert_within(out, ref, bound, name):
+    err = (out.float() - ref.float()).abs()
+    bad = err > bound
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {err.numel()} elements outside the derived bound, "
+                           f"worst err / bound {float((err / bound).max()):.3g}")
+    return float((err / bound).max()) if err.numel() else 0.0
+
+
+def check_chunked(y, st, y_ref, st_ref, st_dtype, terms, name=""):
+    """The chunked kernel's outputs against the reference: y within the fp16 tolerance and the derived bound;
+    an int8 state within +-1 LSB and nearly all equal (_check_state); a float state within its bound."""
+    assert_fp16_close(y, y_ref, f"{name} y")
+    assert_within(y, y_ref, chunked_y_bound(y_ref, terms), f"{name} y")
+    if st_dtype == torch.int8:
+        _check_state(st, st_ref, st_dtype, f"{name} state")
+    else:
+        assert_within(st, st_ref, chunked_state_bound(st_ref, st_dtype, terms), f"{name} state")
