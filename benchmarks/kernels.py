@@ -357,9 +357,6 @@ def main(argv: list[str] | None = None) -> int:
                 "pass over as many bytes as the step's state, rotated likewise"),
         rows=rows,
     )
-    if os.environ.get("QUAMBA_COMMIT"):
-        result["commit"] = os.environ["QUAMBA_COMMIT"]
-        result["dirty"] = os.environ.get("QUAMBA_DIRTY", "unknown") == "1"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(rows, args.out.with_suffix(".png"), props.name)

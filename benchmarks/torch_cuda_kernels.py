@@ -160,9 +160,6 @@ def main(argv: list[str] | None = None) -> int:
            "prompt": PROMPT, "tokens": args.tokens,
            "perplexity_protocol": {"file": eval_txt.name, "window": args.window, "windows": args.windows},
            "rows": rows}
-    if os.environ.get("QUAMBA_COMMIT"):  # the GPU machine's copy of the tree has no .git
-        doc["commit"] = os.environ["QUAMBA_COMMIT"]
-        doc["dirty"] = os.environ.get("QUAMBA_DIRTY", "unknown") == "1"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "torch_cuda_kernels.json").write_text(json.dumps(doc, indent=1) + "\n")
     (args.out / "torch_cuda_kernels.md").write_text(render_markdown(doc))

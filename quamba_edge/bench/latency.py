@@ -24,7 +24,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from quamba_edge._provenance import git_info
 
 __all__ = ["BenchConfig", "run_bench", "write_outputs", "VALUES_NOTE"]
 
@@ -210,20 +211,6 @@ def _kind(name: str) -> str:
     return classify_kernel(name)[0]
 
 
-def _commit() -> dict[str, Any]:
-    """Commit of the checkout the bench runs from (``QUAMBA_COMMIT`` overrides: a copied tree has a stale or
-    no .git), and whether the tree had uncommitted changes."""
-    if os.environ.get("QUAMBA_COMMIT"):
-        return {"commit": os.environ["QUAMBA_COMMIT"], "dirty": os.environ.get("QUAMBA_DIRTY", "unknown")}
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
-        st = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=30)
-        return {"commit": head.stdout.strip() or "unknown", "dirty": bool(st.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
-
-
 # ---- the run -------------------------------------------------------------------------------------------
 
 
@@ -338,7 +325,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True,
     bar = _progress(steps, progress)
     monitor = JetsonMonitor()
     doc = {"device": device_info(cfg.device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           **_commit(), "command": " ".join(shlex.quote(a) for a in sys.argv), "config": asdict(cfg),
+           **git_info(), "command": " ".join(shlex.quote(a) for a in sys.argv), "config": asdict(cfg),
            "values": VALUES_NOTE, "floors": floors, "jetson": monitor.summary(),
            "method": ("TTFT: one prefill at batch 1 through the first token's logits on the host; TPOT: decode "
                       f"steps after a {PROMPT_FOR_DECODE}-token prompt, greedy on the host, per step; median / min / "

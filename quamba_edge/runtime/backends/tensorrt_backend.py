@@ -246,8 +246,7 @@ class TensorRTBackend(Backend):
         return self._host(state) if isinstance(state, _DeviceState) else state
 
     def new_state(self, batch_size: int) -> Any:
-        return tuple(np.zeros(self._state_rows(s, batch_size)[0], dtype=self._state_rows(s, 1)[1])
-                     for s in self._specs)
+        return tuple(np.zeros(*self._state_rows(s, batch_size)) for s in self._specs)
 
     def concat_states(self, states: Sequence[Any]) -> Any:
         if len(states) == 1:

@@ -158,15 +158,17 @@ class TorchBackend(Backend):
 
     @contextlib.contextmanager
     def _context(self) -> Any:
-        """Inference mode and, when on, the CUDA kernels (``kernel_dispatch.use_kernels``)."""
-        with self._torch.inference_mode():
-            if self.kernel_ops is None:
-                yield
-                return
-            from quamba_edge.ops import kernel_dispatch
+        """Inference mode and, when on, the CUDA kernels (forward, graph warm-up and capture)."""
+        with self._torch.inference_mode(), self._kernels():
+            yield
 
-            with kernel_dispatch.use_kernels(self.kernel_ops):
-                yield
+    def _kernels(self) -> Any:
+        """The CUDA kernels for this forward when they are on, else a no-op context."""
+        if self.kernel_ops is None:
+            return contextlib.nullcontext()
+        from quamba_edge.ops import kernel_dispatch
+
+        return kernel_dispatch.use_kernels(self.kernel_ops)
 
     def new_state(self, batch_size: int) -> Any:
         return self.model.allocate_state(batch_size)
