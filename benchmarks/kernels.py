@@ -37,6 +37,9 @@ Case interface (what ``benchmarks/kernels_mamba2.py`` provides through ``cases(o
     note       str (optional)
     flops      int (optional)   arithmetic operations of one call (2 M N K for a GEMM): the row gets
                ``tops`` (tera-operations per second) too
+    anchor     (callable(i), kind) or None (optional)   what users run today for the same work (mamba_ssm's
+               fp16 Triton kernels, ``benchmarks/anchors.py``, when importable): the row gets ``anchor_ms``,
+               ``anchor_kind`` and ``speedup_vs_anchor`` (anchor time / ours)
 
 Callables that take no argument are accepted too. Build all tensors when ``cases`` is called (not inside
 the callables); the callables must only launch work on the current stream (no host synchronisation) so
@@ -59,6 +62,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+import anchors  # noqa: E402
 from provenance import git_info  # noqa: E402
 
 if __name__ == "__main__":  # kernels_mamba2 does `from kernels import ...`: give it this module, not a copy
@@ -218,6 +222,7 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
 
         out.append(dict(name="quant_selective_state_update", model="mamba-2.8b",
                         shape=f"B={bsz} E={e} N={n} (decode)", bytes=nbytes, kernel=kern, reference=ref,
+                        anchor=anchors.scan_decode(bsz, e, n, nsets),
                         state_bytes=bsz * e * n, note="int8 state updated in place"))
     return out
 
@@ -316,13 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         cases = [c for c in cases if any(s in _get(c, "name") for s in args.only)]
     rows = []
-    hdr = f"{'kernel':30s} {'model':12s} {'shape':34s} {'kernel ms':>10s} {'fp16 ms':>9s} {'speedup':>8s} {'floor ms':>9s} {'x floor':>8s} {'x max(floor,launch)':>20s} {'x state pass':>13s}"
+    hdr = f"{'kernel':30s} {'model':12s} {'shape':34s} {'kernel ms':>10s} {'fp16 ms':>9s} {'speedup':>8s} {'floor ms':>9s} {'x floor':>8s} {'x max(floor,launch)':>20s} {'x state pass':>13s} {'anchor ms':>10s} {'x anchor':>8s}"
+    print(f"anchor (mamba_ssm fp16 Triton): {'found' if anchors.available() else 'not importable: no anchor columns'}")
     print(hdr)
     for c in cases:
         k_ms, k_how = time_ms(_get(c, "kernel"))
         r_ms = r_how = None
         if _get(c, "reference") is not None and not args.no_reference:
             r_ms, r_how = time_ms(_get(c, "reference"))
+        anchor = _get(c, "anchor")
+        a_ms = time_ms(anchor[0])[0] if anchor is not None else None
         nbytes = int(_get(c, "bytes"))
         floor = nbytes / bw * 1e3
         sp_ms = state_pass_ms(int(_get(c, "state_bytes"))) if _get(c, "state_bytes") else None
@@ -333,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                    speedup_vs_fp16=(r_ms / k_ms) if r_ms else None, floor_ms=floor, ratio_to_floor=k_ms / floor,
                    ratio_to_floor_with_launch=k_ms / max(floor, lf), state_pass_ms=sp_ms,
                    ratio_to_state_pass=(k_ms / sp_ms) if sp_ms else None, note=_get(c, "note", ""))
+        if anchor is not None:
+            row.update(anchor_ms=a_ms, anchor_kind=anchor[1], speedup_vs_anchor=a_ms / k_ms)
         if _get(c, "flops"):
             row.update(flops=int(_get(c, "flops")), tops=_get(c, "flops") / (k_ms * 1e-3) / 1e12,
                        fp16_ref_tops=(_get(c, "flops") / (r_ms * 1e-3) / 1e12) if r_ms else None)
@@ -340,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         sp = f"{row['speedup_vs_fp16']:8.2f}" if r_ms else f"{'-':>8s}"
         rms = f"{r_ms:9.4f}" if r_ms else f"{'-':>9s}"
         xsp = f"{k_ms / sp_ms:13.2f}" if sp_ms else f"{'-':>13s}"
+        xan = f"{a_ms:10.4f} {a_ms / k_ms:8.2f}" if a_ms else f"{'-':>10s} {'-':>8s}"
         print(f"{row['name'][:30]:30s} {row['model'][:12]:12s} {row['shape'][:34]:34s} {k_ms:10.4f} {rms} {sp} "
-              f"{floor:9.4f} {row['ratio_to_floor']:8.2f} {row['ratio_to_floor_with_launch']:20.2f} {xsp}", flush=True)
+              f"{floor:9.4f} {row['ratio_to_floor']:8.2f} {row['ratio_to_floor_with_launch']:20.2f} {xsp} {xan}", flush=True)
         torch.cuda.empty_cache()
     result = dict(
         benchmark="kernels", device=props.name, sm=f"{props.major}.{props.minor}", sm_count=props.multi_processor_count,

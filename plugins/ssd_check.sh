@@ -124,14 +124,17 @@ res = json.load(open(sys.argv[1]))
 rows = [r for r in res["rows"] if r["name"] == "quant_ssd_chunked"]
 print(f"quant_ssd prefill on {res['device']} (commit {str(res.get('commit', '?'))[:10]}): chunked (QUAMBA_SSD_CHUNKED=1) "
       "vs the sequential kernel; int8 state, compact state scales")
+print("anchor = mamba_ssm fp16 Triton mamba_chunk_scan_combined at the same shape (issue target: x anchor >= 1.2)")
 print(f"{'model':12s} {'B':>2s} {'L':>5s} {'chunked us':>11s} {'sequential us':>14s} {'speedup':>8s} {'TFLOP/s':>8s} "
-      f"{'x byte floor':>12s}")
+      f"{'x byte floor':>12s} {'anchor us':>10s} {'x anchor':>8s}")
 for r in rows:
     f = dict(kv.split("=") for kv in r["shape"].split())
     seq = r.get("fp16_ref_ms")
+    an = (f"{r['anchor_ms'] * 1e3:10.1f} {r['speedup_vs_anchor']:8.2f}" if r.get("anchor_ms")
+          else f"{'-':>10s} {'-':>8s}")
     print(f"{r['model']:12s} {f['B']:>2s} {f['L']:>5s} {r['kernel_ms'] * 1e3:11.1f} "
           f"{(seq or 0) * 1e3:14.1f} {(r.get('speedup_vs_fp16') or 0):8.2f} {(r.get('tops') or 0):8.1f} "
-          f"{r['ratio_to_floor']:12.1f}")
+          f"{r['ratio_to_floor']:12.1f} {an}")
 PYEOF
 fi
 [ $status -eq 0 ] && echo "ssd_check: all steps passed" || echo "ssd_check: some steps FAILED"
