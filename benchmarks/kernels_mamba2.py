@@ -257,8 +257,10 @@ def ssd_chunked_cases(ops: Any) -> list[dict]:
                              st_out=torch.empty(bsz, h, p, n, dtype=torch.int8, device="cuda"))
                         for _ in range(nsets)]
 
-                def call(i, chunked, sets=sets, chunk=chunk):
+                # every per-model tensor bound now: a free name would be the last model's by call time
+                def call(i, chunked, sets=sets, chunk=chunk, w=(x_scale, dt_bias, a_log, bc_scale, d_q, table, rows)):
                     s = sets[i % len(sets)]
+                    x_scale, dt_bias, a_log, bc_scale, d_q, table, rows = w
                     with _ssd_kernel_env(chunked):
                         ops.quant_ssd(s["x"], x_scale, s["dt"], 0.03, dt_bias, a_log, 0.02, s["B"], bc_scale, s["C"],
                                       bc_scale, d_q, 0.01, chunk, 0.0, float("inf"), s["st"], table, s["y"],

@@ -502,3 +502,36 @@ def parse_ints(text: str) -> list[int]:
 
 def split_names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def merge_docs(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from runs of the same code on the same device that measured different models
+    (a grid too long for one process). Refuses runs whose device, commit or settings (other than the models)
+    differ: their rows would not compare."""
+    if not docs:
+        raise ValueError("merge_docs: no results to merge")
+    first = docs[0]
+
+    def settings(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d["config"].items() if k != "models"}
+
+    for d in docs[1:]:
+        for what, a, b in (("device", first["device"]["name"], d["device"]["name"]),
+                           ("commit", first["commit"], d["commit"]), ("dirty", first.get("dirty"), d.get("dirty")),
+                           ("settings", settings(first), settings(d))):
+            if a != b:
+                raise ValueError(f"cannot merge bench results with different {what}: {a!r} vs {b!r}; re-run them "
+                                 "with the same code and options")
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for d in docs:
+        for r in d["rows"]:
+            key = (r["model"], r["precision"])
+            if key in seen:
+                raise ValueError(f"{key[0]} {key[1]} is in more than one of the results to merge")
+            seen.add(key)
+            rows.append(r)
+    merged = dict(first)
+    merged.update(rows=rows, date=max(d["date"] for d in docs), command=" ; ".join(d["command"] for d in docs),
+                  config=dict(first["config"], models=[m for d in docs for m in d["config"]["models"]]))
+    return merged
