@@ -10,10 +10,18 @@ scale bytes + activations read + y written. Prefill rows note the tera-operation
 (2 M N K / time). ``hadamard_out_proj`` times the out_proj's online Hadamard + int8 quantization (quant_hadamard)
 followed by the linear kernel (the GEMV; the GEMM at M = 1024), as one op would run it, against the bare linear
 (``reference`` there = the bare linear kernel).
+
+``w8a8_linear_intmm`` / ``w4a8_linear_intmm`` (prefill rows only, measurement only): the same W8A8 / W4A8 op built
+from cuBLASLt int8 GEMM (``torch._int_mm``: int8 [M, K] x int8 [K, N] -> int32, M > 16, K and N multiples of 8)
+and a torch epilogue (``intmm_epilogue``: fp16 y = fp32(acc) * x_scale * w_scale, alpha precomputed per weight);
+W4A8 first unpacks its packed int4 weight to int8 with torch ops (``w4a8_weight_int8``), timed with the GEMM.
+Against the same cuBLAS fp16 ``F.linear``: do M > 16 prefills gain from routing the torch-cuda backend through
+cuBLASLt int8?
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -76,6 +84,17 @@ def _run(ops: Any, fmt: str, x: torch.Tensor, wt: dict, y: torch.Tensor, xs: tor
         ops.w4a16_linear(x, wt["w"], wt["s"], 128, None, y)
 
 
+def _fp16_reference(n: int, k: int, m: int) -> Callable[[int], None]:
+    """cuBLAS fp16 ``F.linear`` at [M, K] x [N, K]^T, its fp16 weights rotated over > 2x L2."""
+    w16 = [torch.randn(n, k, device="cuda").to(torch.float16) * 0.02 for _ in range(l2_sets(2 * n * k))]
+    x16 = torch.randn(m, k, device="cuda").to(torch.float16)
+
+    def ref(i, w16=w16):
+        F.linear(x16, w16[i % len(w16)])
+
+    return ref
+
+
 def _case(ops: Any, fmt: str, model: str, layer: str, n: int, k: int, m: int) -> dict:
     dev = "cuda"
     a8 = fmt != "w4a16"
@@ -88,14 +107,10 @@ def _case(ops: Any, fmt: str, model: str, layer: str, n: int, k: int, m: int) ->
     y = torch.empty(m, n, dtype=torch.int8 if int8_out else torch.float16, device=dev)
     xs = torch.full((), 0.02, device=dev)
     os = torch.rand(n, device=dev) * 0.05 + 0.01 if int8_out else None
-    w16 = [torch.randn(n, k, device=dev).to(torch.float16) * 0.02 for _ in range(l2_sets(2 * n * k))]
-    x16 = torch.randn(m, k, device=dev).to(torch.float16)
+    ref = _fp16_reference(n, k, m)
 
     def kern(i, sets=sets):
         _run(ops, fmt, x, sets[i % len(sets)], y, xs, os)
-
-    def ref(i, w16=w16):
-        F.linear(x16, w16[i % len(w16)])
 
     shape = f"M={m} N={n} K={k} {layer}" + (" (decode)" if m <= 16 else " (prefill)")
     path = ("tensor-core GEMV (weights read once per 16 rows)" if m <= 16
@@ -103,6 +118,81 @@ def _case(ops: Any, fmt: str, model: str, layer: str, n: int, k: int, m: int) ->
     return dict(name=f"{fmt}_linear", model=model, shape=shape, bytes=wb + act_bytes, weight_bytes=wb,
                 kernel=kern, reference=ref, reference_kind="cuBLAS fp16 F.linear", flops=2 * m * n * k,
                 note=("int8 out" if int8_out else "fp16 out") + "; " + path)
+
+
+# ---- alternative prefill path (measurement only): cuBLASLt int8 GEMM via torch._int_mm + torch epilogue ----------
+
+IntMM = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def intmm_epilogue(acc: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """fp16 ``y = fp16(fp32(acc) * alpha)``: the W8A8 / W4A8 ops' fp32 epilogue (``alpha`` fp32 [N] =
+    x_scale * weight scale per output row) rounded once to fp16. One torch call computing in fp32 (int -> fp32
+    round to nearest, fp32 multiply); TensorIterator writes an fp16 ``out`` through an fp32 temporary and a cast
+    (a second pass), part of what the measurement includes."""
+    if out is None:
+        out = torch.empty(acc.shape, dtype=torch.float16, device=acc.device)
+    return torch.mul(acc, alpha, out=out)
+
+
+def w4a8_weight_int8(packed: torch.Tensor, s_group: torch.Tensor, group_size: int = 128) -> torch.Tensor:
+    """Packed int4 weight (uint8 [N, K/2], low nibble first) -> the int8 [N, K] weight of
+    ``ops.w4a8_linear.w4a8_int8_weight``: ``clamp(round_half_even(fp16(fp16(q - 8) * fp16(s_group))), -128, 127)``.
+    The rounding is done in fp16 (exact: the product rounded to fp16 has an fp16 integer nearest to it)."""
+    n, k = packed.shape[0], 2 * packed.shape[1]
+    codes = torch.stack((packed & 15, packed >> 4), dim=-1).view(n, k)
+    g = k if group_size <= 0 or group_size >= k else group_size
+    sg = s_group.to(torch.float16)
+    w16 = codes.to(torch.float16).sub_(8.0)
+    if k % g == 0:  # broadcast the group scales over [N, K/g, g]
+        w16.view(n, k // g, g).mul_(sg.unsqueeze(-1))
+    else:
+        w16.mul_(sg.repeat_interleave(g, dim=1)[:, :k])
+    return w16.round_().clamp_(-128, 127).to(torch.int8)
+
+
+def w8a8_linear_intmm(x: torch.Tensor, w: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor | None = None,
+                      mm: IntMM = torch._int_mm) -> torch.Tensor:
+    """W8A8 prefill through ``mm`` (cuBLASLt int8 ``torch._int_mm``; a CPU emulation in the tests) + the epilogue."""
+    return intmm_epilogue(mm(x, w.t()), alpha, out)
+
+
+def w4a8_linear_intmm(x: torch.Tensor, packed: torch.Tensor, s_group: torch.Tensor, alpha: torch.Tensor,
+                      group_size: int = 128, out: torch.Tensor | None = None,
+                      mm: IntMM = torch._int_mm) -> torch.Tensor:
+    """W4A8 prefill: int4 -> int8 weight unpack with torch ops, then ``w8a8_linear_intmm``'s GEMM + epilogue."""
+    return intmm_epilogue(mm(x, w4a8_weight_int8(packed, s_group, group_size).t()), alpha, out)
+
+
+def _intmm_case(fmt: str, model: str, layer: str, n: int, k: int, m: int) -> dict:
+    """``{fmt}_linear_intmm`` at one prefill shape (fp16 out on every layer), against cuBLAS fp16 F.linear."""
+    dev = "cuda"
+    wb = weight_bytes(fmt, n, k)
+    sets = [_weights(fmt, n, k) for _ in range(l2_sets(wb))]
+    xs = torch.full((), 0.02, device=dev)
+    for s in sets:  # alpha = x_scale * w_scale per output row, precomputed (static scales: a backend would at load)
+        s["alpha"] = xs * (s["ws"] if fmt == "w8a8" else s["sc"])
+    x = torch.randint(-128, 128, (m, k), dtype=torch.int8, device=dev)
+    y = torch.empty(m, n, dtype=torch.float16, device=dev)
+
+    def kern(i, sets=sets):
+        s = sets[i % len(sets)]
+        if fmt == "w8a8":
+            w8a8_linear_intmm(x, s["w"], s["alpha"], y)
+        else:
+            w4a8_linear_intmm(x, s["w"], s["sg"], s["alpha"], 128, y)
+
+    what = "int4 -> int8 unpack (torch ops) + " if fmt == "w4a8" else ""
+    return dict(name=f"{fmt}_linear_intmm", model=model, shape=f"M={m} N={n} K={k} {layer} (prefill)",
+                bytes=wb + m * k + 2 * m * n, weight_bytes=wb, kernel=kern, reference=_fp16_reference(n, k, m),
+                reference_kind="cuBLAS fp16 F.linear", flops=2 * m * n * k,
+                note=f"measurement only: cuBLASLt int8 via torch._int_mm + torch epilogue; fp16 out; {what}"
+                     f"int32 [M, N] round trip; {2 * m * n * k / 1e12:.4g} T-ops per call")
+
+
+def _intmm_ok(fmt: str, n: int, k: int, m: int) -> bool:
+    """torch._int_mm needs M > 16 and K, N multiples of 8 (W4A8 also K % 32 == 0, like its kernel rows)."""
+    return m > 16 and k % 8 == 0 and n % 8 == 0 and not (fmt == "w4a8" and k % 32)
 
 
 def _keep(name: str, only: list[str] | None) -> bool:
@@ -118,6 +208,9 @@ def gemv_cases(ops: Any, only: list[str] | None = None) -> list[dict]:
                 if (fmt != "w8a8" and k % 32) or not _keep(f"{fmt}_linear", only):
                     continue
                 out.append(_case(ops, fmt, model, layer, n, k, m))
+            for fmt in ("w8a8", "w4a8"):  # the cuBLASLt int8 rows beside the prefill rows
+                if m in PREFILL_M and _intmm_ok(fmt, n, k, m) and _keep(f"{fmt}_linear_intmm", only):
+                    out.append(_intmm_case(fmt, model, layer, n, k, m))
     return out
 
 
