@@ -44,6 +44,39 @@ def test_outputs_from_a_results_document(tmp_path):
     assert json.loads((tmp_path / "latency.json").read_text())["rows"][1]["precision"] == "w4a8"
 
 
+def _part(models: list[str], date: str, **over) -> dict:
+    d = _doc()
+    d.update(command=f"latency.py --models {','.join(models)}", date=date, dirty=0,
+             config=dict(d["config"], models=models, tokens=128))
+    d["rows"] = [dict(r, model=models[0]) for r in d["rows"][:2]]
+    d.update(over)
+    return d
+
+
+def test_merge_joins_per_model_runs(tmp_path):
+    merged = latency.merge_docs([_part(["mamba2-8b"], "2026-12-02T11:39"), _part(["mamba2-2.7b"], "2026-12-02T11:46")])
+    assert [(r["model"], r["precision"]) for r in merged["rows"]] == [
+        ("mamba2-8b", "fp16"), ("mamba2-8b", "w4a8"), ("mamba2-2.7b", "fp16"), ("mamba2-2.7b", "w4a8")]
+    assert merged["config"]["models"] == ["mamba2-8b", "mamba2-2.7b"] and merged["date"] == "2026-12-02T11:46"
+    assert merged["command"] == "latency.py --models mamba2-8b ; latency.py --models mamba2-2.7b"
+    latency.write_outputs(merged, tmp_path)
+    assert "| mamba2-2.7b | w4a8 |" in (tmp_path / "latency.md").read_text()
+
+
+@pytest.mark.parametrize("over,match", [({"commit": "fedcba"}, "different commit"),
+                                        ({"device": {"name": "Other GPU"}}, "different device"),
+                                        ({"dirty": 1}, "different dirty")])
+def test_merge_refuses_runs_that_do_not_compare(over, match):
+    with pytest.raises(ValueError, match=match):
+        latency.merge_docs([_part(["mamba2-8b"], "d1"), _part(["mamba2-2.7b"], "d2", **over)])
+    other = _part(["mamba2-2.7b"], "d2")
+    other["config"]["tokens"] = 64
+    with pytest.raises(ValueError, match="different settings"):
+        latency.merge_docs([_part(["mamba2-8b"], "d1"), other])
+    with pytest.raises(ValueError, match="more than one"):
+        latency.merge_docs([_part(["mamba2-8b"], "d1"), _part(["mamba2-8b"], "d2")])
+
+
 @pytest.mark.parametrize("precision,want", [("w8a8", torch.int8), ("w4a8", torch.uint8), ("w4a16", torch.uint8)])
 def test_random_model_final_format(precision, want):
     m = random_model("mamba2-130m", precision, device="cpu")
