@@ -4,9 +4,11 @@
 
 Shapes: mamba2-2.7b (d_model 2560, d_inner 5120, headdim 64, 80 heads, d_state 128, 1 group, chunk 256) and
 mamba2-8b (d_model 4096, d_inner 8192, headdim 64, 128 heads, d_state 128, 8 groups, chunk 128), batch 1,
-L in {1, 1024, 2048} (decode: one token); quant_ssd_chunked rows: the chunked tensor-core quant_ssd
-(QUAMBA_SSD_CHUNKED=1) against the sequential kernel, L in {1024, 2048, 8192}, batch 1 and 4. The fp16
-references are our FP model code run with fp16 tensors: ``ssm.mamba2_dt`` + ``ssm.ssd_chunked`` / ``ssm.ssd_state_update``, ``ssm.gated_rms_norm``, ``ssm.rms_norm``
+L in {1, 1024, 2048} (decode: one token; the quant_ssd rows run the default path: the chunked kernel from
+L = 32, the p_tile / staging variants the sequential one); quant_ssd_chunked rows: the chunked tensor-core
+quant_ssd (QUAMBA_SSD_CHUNKED=1) against the sequential kernel (=0), L in {1024, 2048, 8192}, batch 1 and 4.
+The fp16 references are our FP model code run with fp16 tensors: ``ssm.mamba2_dt`` + ``ssm.ssd_chunked`` /
+``ssm.ssd_state_update``, ``ssm.gated_rms_norm``, ``ssm.rms_norm``
 (after the fp16 residual add), and ``quant.hadamard.hadamard_transform`` (the float online transform of the
 W4A16 path). ``bytes`` counts every input read once and every output written once.
 """
@@ -211,13 +213,10 @@ def _norm_model(ops: Any, model: str) -> list[dict]:
 
 @contextlib.contextmanager
 def _ssd_kernel_env(chunked: bool):
-    """QUAMBA_SSD_CHUNKED=1 (the chunked tensor-core quant_ssd) or unset (the sequential kernel) around one
-    call: the C entry point reads it on every call, also while a CUDA graph is captured."""
+    """QUAMBA_SSD_CHUNKED=1 (the chunked tensor-core quant_ssd, also the default) or 0 (the sequential kernel)
+    around one call: the C entry point reads it on every call, also while a CUDA graph is captured."""
     old = os.environ.get("QUAMBA_SSD_CHUNKED")
-    if chunked:
-        os.environ["QUAMBA_SSD_CHUNKED"] = "1"
-    else:
-        os.environ.pop("QUAMBA_SSD_CHUNKED", None)
+    os.environ["QUAMBA_SSD_CHUNKED"] = "1" if chunked else "0"
     try:
         yield
     finally:

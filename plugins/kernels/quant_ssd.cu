@@ -2,10 +2,11 @@
 // Contract: quamba_edge/ops/quant_ssd.py (see quamba_kernels/quant_ssd.h).
 //
 // Two kernels behind one entry point (quamba_quant_ssd at the end of this file):
-//   - the sequential-in-time kernel (quant_ssd_kernel, the default), described next;
-//   - the chunked tensor-core kernel (ssdc::chunked_kernel, below), selected only with the environment
-//     variable QUAMBA_SSD_CHUNKED=1 (or 2): its GPU tests pass (H200), it stays opt-in until the end-to-end
-//     perplexity re-run with it on.
+//   - the chunked tensor-core kernel (ssdc::chunked_kernel, below): the default for prefills of L >= 32 that
+//     it supports (QUAMBA_SSD_CHUNKED=0 turns it off);
+//   - the sequential-in-time kernel (quant_ssd_kernel), described next: shorter prefills, the calls the
+//     chunked kernel does not take (d_state 16 / 32, p_tile 8 / 16, staging, unaligned rows), and
+//     QUAMBA_SSD_CHUNKED=0.
 //
 // Sequential design: a state-passing recurrence. One block owns (batch b, head h, a tile of PB headdim channels) and
 // keeps that PB x N slice of the state in fp32 registers for the whole sequence. Thread (pg, ln) holds a
@@ -438,7 +439,7 @@ namespace ssdc {
 constexpr int kQ = 64;                 // tokens per chunk
 constexpr int kWarps = 4;              // = kQ / 16: one 16-token row tile of y per warp
 constexpr int kThreads = 32 * kWarps;
-constexpr int kMinSeqlen = 32;         // QUAMBA_SSD_CHUNKED=1: shorter prefills stay sequential (not tuned)
+constexpr int kMinSeqlen = 32;         // default (QUAMBA_SSD_CHUNKED unset / 1): shorter prefills stay sequential (not tuned)
 constexpr bool kSplitM = true;         // M as hi + lo fp16 (else one fp16 operand): y only
 constexpr bool kSplitS = true;         // S as hi + lo fp16 for Y_off (else one): y only
 constexpr unsigned kFull = 0xffffffffu;
@@ -985,16 +986,16 @@ __global__ void __launch_bounds__(kThreads) chunked_kernel(const QuambaQuantSSDP
 namespace quamba {
 namespace {
 
-// QUAMBA_SSD_CHUNKED: unset / "0" -> the sequential kernel (default); "1" -> the chunked kernel for
-// L >= ssdc::kMinSeqlen where it supports the call; "2" -> the chunked kernel for every L it supports
-// (tests). Read on every call (no caching: a test may change it between calls; getenv is cheap).
+// QUAMBA_SSD_CHUNKED: "0" -> the sequential kernel; unset / "1" (or any other value) -> the chunked kernel
+// for L >= ssdc::kMinSeqlen where it supports the call (the default); "2" -> the chunked kernel for every L
+// it supports (tests). Read on every call (no caching: a test may change it between calls; getenv is cheap).
 int chunked_mode() {
 #if defined(__CUDACC_RTC__)
-  return 0;
+  return 1;
 #else
   const char* e = getenv("QUAMBA_SSD_CHUNKED");
-  if (e == nullptr || e[0] == '\0' || e[1] != '\0') return 0;
-  return e[0] == '1' ? 1 : (e[0] == '2' ? 2 : 0);
+  if (e == nullptr || e[0] == '\0' || e[1] != '\0') return 1;
+  return e[0] == '0' ? 0 : (e[0] == '2' ? 2 : 1);
 #endif
 }
 

@@ -2,6 +2,8 @@
 
 Fresh random inputs per case; outputs poisoned with two sentinels (every element must be written); y (fp16)
 within fp16 tolerance of the fp32 reference, int8 states within +-1 LSB, float states within fp32 rounding.
+These are the sequential kernel's tests: QUAMBA_SSD_CHUNKED=0 for the whole module (the chunked kernel, the
+default from L = 32, has its own file, test_kernel_quant_ssd_chunked.py).
 """
 
 import pytest
@@ -21,6 +23,11 @@ from ssd_helpers import (
 )
 
 pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _sequential_kernel(monkeypatch):
+    monkeypatch.setenv("QUAMBA_SSD_CHUNKED", "0")
 
 
 SSD_CASES = [

@@ -2,7 +2,7 @@
 QUAMBA_SSD_CHUNKED) against the reference op (quamba_edge/ops/quant_ssd.py) on the GPU.
 
 Every call here sets QUAMBA_SSD_CHUNKED=2 (the chunked kernel for every L it supports) around the kernel call
-only; the default stays the sequential kernel. Outputs are poisoned with two sentinels (every element must be
+only; the default (unset) is the chunked kernel from L = 32, QUAMBA_SSD_CHUNKED=0 the sequential one. Outputs are poisoned with two sentinels (every element must be
 written). Bounds (derivation; helpers in ssd_helpers.py, the same ones the CPU emulation of the kernel,
 tests/test_quant_ssd_chunked_emu.py, asserts):
 
@@ -203,8 +203,9 @@ def _seq_and_chunked(kernels, a, mode_env, st_in=None, sc=None, rows=None, p_til
 
 
 def test_dispatch_modes_and_fallbacks(kernels):
-    """QUAMBA_SSD_CHUNKED unset = the sequential kernel; 1 = chunked from L = 32 (shorter: sequential); 2 =
-    chunked for every L; calls the chunked kernel does not take run the sequential one (bit for bit)."""
+    """QUAMBA_SSD_CHUNKED=0 = the sequential kernel; unset (the default) = 1 = chunked from L = 32 (shorter:
+    sequential); 2 = chunked for every L; calls the chunked kernel does not take run the sequential one (bit
+    for bit)."""
     gen = torch.Generator(device="cuda").manual_seed(8)
     s0 = lambda a: torch.randn(a["x_q"].shape[0], a["x_q"].shape[2], a["x_q"].shape[3], a["B_q"].shape[-1],  # noqa: E731
                                device="cuda", generator=gen)
@@ -212,22 +213,23 @@ def test_dispatch_modes_and_fallbacks(kernels):
 
     a = _inputs(1, 16, 8, 64, 1, 128, gen)
     st = s0(a)
-    seq = _seq_and_chunked(kernels, a, None, st)
+    seq = _seq_and_chunked(kernels, a, "0", st)
     assert same(_seq_and_chunked(kernels, a, "1", st), seq)  # L < 32: sequential
-    assert same(_seq_and_chunked(kernels, a, "0", st), seq)
+    assert same(_seq_and_chunked(kernels, a, None, st), seq)  # the default too
     a = _inputs(1, 255, 8, 64, 1, 128, gen)
     st = s0(a)
-    seq, chk = _seq_and_chunked(kernels, a, None, st), _seq_and_chunked(kernels, a, "2", st)
+    seq, chk = _seq_and_chunked(kernels, a, "0", st), _seq_and_chunked(kernels, a, "2", st)
     assert same(_seq_and_chunked(kernels, a, "1", st), chk)
+    assert same(_seq_and_chunked(kernels, a, None, st), chk), "the default (unset) is not the chunked kernel"
     assert not same(seq, chk), "QUAMBA_SSD_CHUNKED=2 gave the sequential kernel's exact bits: chunked path not taken"
     # not taken by the chunked kernel: d_state 16 / 32, the sequential kernel's tiles / staging, odd views
     a = _inputs(1, 100, 8, 64, 1, 32, gen)
     st = s0(a)
-    assert same(_seq_and_chunked(kernels, a, "2", st), _seq_and_chunked(kernels, a, None, st))
+    assert same(_seq_and_chunked(kernels, a, "2", st), _seq_and_chunked(kernels, a, "0", st))
     a = _inputs(1, 100, 8, 64, 1, 128, gen)
     st = s0(a)
-    assert same(_seq_and_chunked(kernels, a, "2", st, p_tile=8), _seq_and_chunked(kernels, a, None, st, p_tile=8))
-    assert same(_seq_and_chunked(kernels, a, "2", st, staging=1), _seq_and_chunked(kernels, a, None, st, staging=1))
+    assert same(_seq_and_chunked(kernels, a, "2", st, p_tile=8), _seq_and_chunked(kernels, a, "0", st, p_tile=8))
+    assert same(_seq_and_chunked(kernels, a, "2", st, staging=1), _seq_and_chunked(kernels, a, "0", st, staging=1))
     bsz, seqlen, h, p, g, n = 1, 100, 8, 64, 1, 128
     big = rand_int8(bsz, seqlen, 1 + h * p + 2 * g * n + h, gen=gen)
     e = h * p
@@ -235,20 +237,22 @@ def test_dispatch_modes_and_fallbacks(kernels):
                  B_q=big[:, :, 1 + e:1 + e + g * n].view(bsz, seqlen, g, n),
                  C_q=big[:, :, 1 + e + g * n:1 + e + 2 * g * n].view(bsz, seqlen, g, n),
                  dt_q=big[:, :, 1 + e + 2 * g * n:])
-    assert same(_seq_and_chunked(kernels, a, "2", st, views=views), _seq_and_chunked(kernels, a, None, st, views=views))
+    assert same(_seq_and_chunked(kernels, a, "2", st, views=views), _seq_and_chunked(kernels, a, "0", st, views=views))
 
 
 def test_chunked_kernel_is_what_runs(kernels):
-    """The profiler sees ssdc::chunked_kernel with QUAMBA_SSD_CHUNKED=2 and only the sequential kernel without."""
+    """The profiler sees ssdc::chunked_kernel with QUAMBA_SSD_CHUNKED=2 and by default (unset), and only the
+    sequential kernel with QUAMBA_SSD_CHUNKED=0."""
     gen = torch.Generator(device="cuda").manual_seed(9)
     a = _inputs(1, 300, 8, 64, 1, 128, gen)
     names = {}
-    for mode in ("2", None):
+    for mode in ("2", None, "0"):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             _seq_and_chunked(kernels, a, mode)
         names[mode] = " ".join(e.name for e in prof.events())
     assert "chunked_kernel" in names["2"], names["2"][:2000]
-    assert "chunked_kernel" not in names[None] and "quant_ssd_kernel" in names[None], names[None][:2000]
+    assert "chunked_kernel" in names[None], names[None][:2000]
+    assert "chunked_kernel" not in names["0"] and "quant_ssd_kernel" in names["0"], names["0"][:2000]
 
 
 def test_sanitize_quant_ssd_chunked(kernels):
