@@ -269,6 +269,7 @@ SPECS: list[tuple] = [
 for _state in ("int8", "float16"):
     SPECS += [(ssd, (2, 7, 8, 32, 2, 64, _state), {}), (ssd, (3, 1, 8, 32, 2, 64, _state), {}),
               (ssd, (1, 70, 4, 16, 1, 16, _state), {"d": False}), (ssd, (2, 1, 16, 64, 8, 128, _state), {"d": False}),
+              (ssd, (2, 100, 4, 64, 1, 128, _state), {}),  # L >= 32, P % 16 == 0, N 128: the chunked kernel
               (selective_scan, (2, 9, 64, 16, _state), {}), (selective_scan, (3, 1, 96, 16, _state), {}),
               (selective_scan, (1, 40, 32, 8, _state), {}), (selective_scan, (4, 1, 48, 32, _state), {})]
 
