@@ -231,7 +231,8 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
 _GROUPS = {
     "conv": ("quant_causal_conv1d",),
     "scan": ("quant_selective_scan", "quant_selective_state_update"),
-    "mamba2": ("quant_ssd", "quant_ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm"),
+    "mamba2": ("quant_ssd", "quant_ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm",
+               "quant_embedding"),
     "linear": ("w8a8_linear", "w4a8_linear", "w4a16_linear", "w8a8_linear_intmm", "w4a8_linear_intmm",
                "hadamard_out_proj"),
 }

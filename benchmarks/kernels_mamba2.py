@@ -7,6 +7,7 @@ mamba2-8b (d_model 4096, d_inner 8192, headdim 64, 128 heads, d_state 128, 8 gro
 L in {1, 1024, 2048} (decode: one token; the quant_ssd rows run the default path: the chunked kernel from
 L = 32, the p_tile / staging variants the sequential one); quant_ssd_chunked rows: the chunked tensor-core
 quant_ssd (QUAMBA_SSD_CHUNKED=1) against the sequential kernel (=0), L in {1024, 2048, 8192}, batch 1 and 4.
+quant_embedding rows: one decode token at mamba2-8b's vocabulary (256000 x 4096, W8 and packed W4).
 The fp16 references are our FP model code run with fp16 tensors: ``ssm.mamba2_dt`` + ``ssm.ssd_chunked`` /
 ``ssm.ssd_state_update``, ``ssm.gated_rms_norm``, ``ssm.rms_norm``
 (after the fp16 residual add), and ``quant.hadamard.hadamard_transform`` (the float online transform of the
@@ -211,6 +212,35 @@ def _norm_model(ops: Any, model: str) -> list[dict]:
     return out
 
 
+def embedding_cases(ops: Any) -> list[dict]:
+    """Decode (one token) at mamba2-8b (vocab 256000, d 4096), W8 and W4: fp32 rows, as the model takes them."""
+    from quamba_edge.ops.kernel_dispatch import _ref_embedding
+
+    out = []
+    v, d = 256000, MODELS["mamba2-8b"]["d_model"]
+    for bits in (8, 4):
+        rb = d if bits == 8 else d // 2
+        table = torch.randint(0, 256, (v, rb), dtype=torch.uint8, device="cuda")
+        table = table.view(torch.int8) if bits == 8 else table
+        scale = (torch.rand(v, device="cuda") * 0.02).to(torch.float16)
+        nbytes = 8 + rb + 2 + 4 * d
+        # random ids in a table far larger than L2: each set reads its row from DRAM
+        sets = [dict(ids=torch.randint(0, v, (1, 1), device="cuda"), o=torch.empty(1, 1, d, device="cuda"))
+                for _ in range(l2_sets(nbytes))]
+
+        def kern(i, sets=sets, table=table, scale=scale, bits=bits):
+            s = sets[i % len(sets)]
+            ops.quant_embedding(s["ids"], table, scale, bits, s["o"])
+
+        def ref(i, sets=sets, table=table, scale=scale, bits=bits):
+            _ref_embedding(sets[i % len(sets)]["ids"], table, scale, bits, d)
+
+        out.append(dict(name="quant_embedding", model="mamba2-8b", shape=f"L=1 V={v} d={d} W{bits}", bytes=nbytes,
+                        kernel=kern, reference=ref,
+                        note="fp32 out; reference: the torch gather + (unpack +) multiply of ops.quant_embedding"))
+    return out
+
+
 @contextlib.contextmanager
 def _ssd_kernel_env(chunked: bool):
     """QUAMBA_SSD_CHUNKED=1 (the chunked tensor-core quant_ssd, also the default) or 0 (the sequential kernel)
@@ -285,4 +315,4 @@ def cases(ops: Any) -> list[dict]:
     (plugins/ssd_check.sh)."""
     if os.environ.get("QUAMBA_BENCH_SSD_CHUNKED_ONLY") == "1":
         return ssd_chunked_cases(ops)
-    return ssd_cases(ops) + ssd_chunked_cases(ops) + hadamard_cases(ops) + norm_cases(ops)
+    return ssd_cases(ops) + ssd_chunked_cases(ops) + hadamard_cases(ops) + norm_cases(ops) + embedding_cases(ops)

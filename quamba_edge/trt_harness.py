@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 
 #: nvinfer1::DataType values (uint8: only to see the plugins refuse it; TensorRT plugins take no uint8 tensors)
-DATA_TYPE = {"float32": 0, "float16": 1, "int8": 2, "int32": 3, "uint8": 5}
+DATA_TYPE = {"float32": 0, "float16": 1, "int8": 2, "int32": 3, "uint8": 5, "int64": 8}
 #: nvinfer1::PluginFieldType values of the field kinds in plugins/trt/generated/fields.h
 FIELD_TYPE = {"kFLOAT32": 1, "kINT32": 5, "kCHAR": 6}
 BUILD_ONLY = 1

@@ -51,7 +51,8 @@ def tiny_quantized(recipe: str, bits: str, arch: str):
 def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
     """The kernel-backed ops a quantized model's forward calls (prefill, or a one-token decode step)."""
     qc, arch = model.quant_config, model.config.arch
-    names: set[str] = set()  # W4A16: only its linears (its norms have float outputs, which stay on the reference)
+    # W4A16: its linears and embedding (its norms have float outputs, which stay on the reference)
+    names: set[str] = {"quant_embedding"} if model.embedding.bits in (4, 8) else set()
     if not qc.act8:
         names.add("w4a16_linear")
     else:
@@ -143,6 +144,22 @@ def _add_rms_norm(i, o, opts):
     ry, rres = ops.quant_add_rms_norm(hidden, residual, weight, eps, out_scale, res.dtype == torch.float32)
     y.copy_(ry)
     res.copy_(rres)
+
+
+def _embedding(i, o, opts):
+    """As the kernel: the stored table (bits 4 packed), fp16 row scales, zero rows for ids outside [0, V)."""
+    from quamba_edge.ops.quant_embedding import quant_embedding_packed4
+
+    ids, table, row_scale, bits = i
+    (out,) = o
+    assert out.dtype in (torch.float32, torch.float16, torch.bfloat16) and row_scale.dtype == torch.float16
+    assert table.dtype == (torch.int8 if bits == 8 else torch.uint8) and ids.dtype in (torch.int32, torch.int64)
+    valid = (ids >= 0) & (ids < table.shape[0])
+    safe = torch.where(valid, ids, 0)
+    d = out.shape[-1]
+    ref = ops.quant_embedding(safe, table, row_scale, 8) if bits == 8 else \
+        quant_embedding_packed4(safe, table, row_scale, d)
+    out.copy_(torch.where(valid[..., None], ref, 0.0))
 
 
 def _gated_rms_norm(i, o, opts):
@@ -255,6 +272,7 @@ _IMPLS: dict[str, Callable] = {
     "w4a8_linear": _w4a8,
     "w4a16_linear": _w4a16,
     "quant_add_rms_norm": _add_rms_norm,
+    "quant_embedding": _embedding,
     "quant_gated_rms_norm": _gated_rms_norm,
     "quant_hadamard": _hadamard,
     "quant_causal_conv1d": _causal_conv1d,

@@ -18,7 +18,7 @@ from kernel_dispatch_helpers import (
     tiny_quantized,
 )
 
-from quamba_edge import kernels
+from quamba_edge import kernels, ops
 from quamba_edge._tracing import export_dtype
 from quamba_edge.ops import kernel_dispatch as kd
 
@@ -400,3 +400,62 @@ def test_cpu_backend_has_no_kernels_and_forward_enters_them(cpu_is_kernel_device
     assert set(fake.calls) == expected_kernel_ops(model, decode=False)
     np.testing.assert_allclose(got, ref, atol=0.05 * np.abs(ref).max())
     assert kd.kernel_ops() is None  # left again after the forward
+
+
+def _emb_args(bits: int, d: int, v: int = 37, seed: int = 6):
+    """A quantized embedding (the stored table: bits 4 packed) and [2, 5] ids."""
+    from quamba_edge.quant.qlinear import QuantEmbedding
+
+    gen = torch.Generator().manual_seed(seed)
+    emb = QuantEmbedding.from_float(torch.randn(v, d, generator=gen), bits)
+    return emb, torch.randint(0, v, (2, 5), generator=gen)
+
+
+@pytest.mark.parametrize("bits,d", [(8, 7), (8, 64), (4, 1), (4, 7), (4, 64)])
+def test_embedding_dispatch(cpu_is_kernel_device, bits, d):
+    """QuantEmbedding goes through the dispatch: fp32 [B, L, d] either way, bit-identical to the reference op
+    (the fake computes as the kernel does); int32 ids and a strided table (a slice of a wider one) are taken."""
+    emb, ids = _emb_args(bits, d)
+    want = kd._ref_embedding(ids, emb.weight, emb.row_scale, bits, d)
+    assert want.dtype == torch.float32 and want.shape == (2, 5, d)
+    assert torch.equal(want, ops.quant_embedding(ids, emb.table(), emb.row_scale, bits))
+    got = emb(ids)  # kernels off
+    assert got.dtype == torch.float32 and torch.equal(got, want) and not kd.counts
+    fake = FakeKernels()
+    wide = torch.cat([emb.weight, emb.weight[:, :3]], 1)[:, :emb.weight.shape[1]]
+    assert wide.stride(0) > wide.shape[1]
+    with kd.use_kernels(fake):
+        got = emb(ids)
+        got32 = kd.quant_embedding(ids.int(), emb.weight, emb.row_scale, bits, d)
+        got_wide = kd.quant_embedding(ids, wide, emb.row_scale, bits, d)
+    assert fake.calls == {"quant_embedding": 3} and kd.counts == {"quant_embedding": 3}
+    for g in (got, got32, got_wide):
+        assert g.dtype == torch.float32 and torch.equal(g, want)
+
+
+def test_embedding_unsupported_falls_back(cpu_is_kernel_device):
+    """fp32 row scales (the kernel reads fp16), a table of the wrong dtype or width, float ids: the reference,
+    counted as a fallback."""
+    emb, ids = _emb_args(8, 16)
+    fake = FakeKernels()
+    cases = [(ids, emb.weight, emb.row_scale.float(), 8, 16),
+             (ids, emb.weight, emb.row_scale, 4, 32),  # packed bytes must be uint8 (the reference takes int8)
+             (ids, emb.weight[:, :8], emb.row_scale, 8, 16),
+             (ids.float(), emb.weight, emb.row_scale, 8, 16)]
+    with kd.use_kernels(fake):
+        got = [kd.quant_embedding(*c) for c in cases]
+    assert not fake.calls and kd.counts == {"quant_embedding:reference": 4}
+    for g, c in zip(got, cases):
+        assert torch.equal(g, kd._ref_embedding(*c))
+    assert got[1].shape == (2, 5, 32)
+
+
+def test_embedding_fake_zero_rows_for_bad_ids():
+    """The fake, as the kernel: ids outside [0, V) give rows of zeros (the reference would raise or wrap)."""
+    emb, ids = _emb_args(4, 9)
+    ids[0, 1], ids[1, 3] = -1, emb.num_embeddings
+    out = torch.full((2, 5, 9), float("nan"))
+    FakeKernels().quant_embedding(ids, emb.weight, emb.row_scale, 4, out)
+    valid = (ids >= 0) & (ids < emb.num_embeddings)
+    assert torch.equal(out[~valid], torch.zeros(2, 9))
+    assert torch.equal(out[valid], kd._ref_embedding(ids[valid], emb.weight, emb.row_scale, 4, 9))

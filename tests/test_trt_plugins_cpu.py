@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,56 @@ def test_uint8_weights_are_refused_with_the_fix(harness):
                     inputs=ins)
 
 
+def test_embedding_fields_and_shapes_are_checked(harness):
+    """QuantEmbedding: bits / embedding_dim refused at createPlugin; the table's row width (d int8 bytes for bits
+    8, ceil(d/2) packed bytes for bits 4) and out's d must agree with embedding_dim; ids int64, table int8 (the
+    packed uint8 table only after prepare_trt_graph)."""
+    w8, w4 = find(CASES, "QuantEmbedding", "d37-w8"), find(CASES, "QuantEmbedding", "d37-w4")
+    _expect_failure(harness, w8, r"createPlugin\(kBUILD\) returned null.*bits must be 8 or 4, got 2",
+                    fields={**w8.fields(), "bits": 2})
+    _expect_failure(harness, w8, r"embedding_dim must be >= 1, got 0", fields={**w8.fields(), "embedding_dim": 0})
+    # out's d is embedding_dim (getOutputShapes); the table's rows must agree
+    _expect_failure(harness, w8, r"configurePlugin failed.*output 'out' has shape \[2, 7, 38\].*gives d = 38 but "
+                    r"another tensor gave 37", fields={**w8.fields(), "embedding_dim": 38},
+                    outputs=[Tensor("float16", (2, 7, 38))])
+    _expect_failure(harness, w4, r"configurePlugin failed.*'table' has 19 bytes per row; embedding_dim = 39 packs "
+                    r"into 20", fields={**w4.fields(), "embedding_dim": 39}, outputs=[Tensor("float16", (2, 7, 39))])
+    _expect_failure(harness, w4, r"getOutputShapes: output 0 is \[2, 7, 37\], expected \[2, 7, 19\]",
+                    outputs=[Tensor("float16", (2, 7, 19))])  # not the packed width
+    ins = w4.input_tensors()
+    ins[2].dims = (ins[2].dims[0] + 1,)  # row_scale [V + 1]
+    _expect_failure(harness, w4, r"input 'row_scale' has shape \[51\].*\[V\]", inputs=ins)
+    ins = w4.input_tensors()
+    ins[1].dtype = "uint8"
+    _expect_failure(harness, w4, r"unsupported dtypes \(ids int64, table uint8.*prepare_trt_graph", inputs=ins)
+    ins = w8.input_tensors()
+    ins[0].dtype = "int32"  # the record's ids are int64
+    _expect_failure(harness, w8, r"unsupported dtypes \(ids int32", inputs=ins)
+    _expect_failure(harness, w8, r"getOutputDataTypes: output 0 has dtype", outputs=[Tensor("float32", (2, 7, 37))])
+
+
+def test_int8_packed_weights_retypes_only_uint8_tables():
+    """QuantEmbedding's table is a type variable (int8 for bits 8, packed uint8 for bits 4): prepare_trt_graph
+    retypes the uint8 one, keeps the int8 one, and leaves a table that is not an initializer to the plugin."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    ids = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 2])
+    t4 = helper.make_tensor_value_info("t4", onnx.TensorProto.UINT8, [4, 3])
+    inits = [numpy_helper.from_array(np.arange(4 * 5, dtype=np.int8).reshape(4, 5), "t8"),
+             numpy_helper.from_array(np.arange(4 * 3, dtype=np.uint8).reshape(4, 3), "p4"),
+             numpy_helper.from_array(np.ones(4, np.float16), "s")]
+    nodes = [helper.make_node("QuantEmbedding", ["ids", t, "s"], [f"y{k}"], domain=registry.DOMAIN, bits=bits,
+                              embedding_dim=5, plugin_version="1", plugin_namespace="quamba")
+             for k, (t, bits) in enumerate((("t8", 8), ("p4", 4), ("t4", 4)))]
+    outs = [helper.make_tensor_value_info(f"y{k}", onnx.TensorProto.FLOAT16, [1, 2, 5]) for k in range(3)]
+    m = int8_packed_weights(helper.make_model(helper.make_graph(nodes, "g", [ids, t4], outs, inits)))
+    got = {i.name: i.data_type for i in m.graph.initializer}
+    assert got == {"t8": onnx.TensorProto.INT8, "p4": onnx.TensorProto.INT8, "s": onnx.TensorProto.FLOAT16}
+    assert [n.input[1] for n in m.graph.node] == ["t8", "p4", "t4"]
+
+
 def test_inconsistent_shapes_fail_in_configure(harness):
     conv = find(CASES, "QuantCausalConv1d")
     ins = conv.input_tensors()
@@ -364,7 +415,7 @@ def _plugin_calls(model, batch: int, length: int):
     from onnx import numpy_helper
 
     elem = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.FLOAT: "float32",
-            onnx.TensorProto.UINT8: "uint8"}
+            onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT64: "int64"}
     info = {v.name: v.type.tensor_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
     inits = {i.name: i for i in model.graph.initializer}
     sizes = {"batch": batch, "seq": length}
@@ -452,6 +503,9 @@ def test_prepare_trt_graph_retypes_the_packed_weights(fp16_exports):
                 assert "x_scale" not in {a.name for a in n.attribute}  # read on the device
             n_w4 += 1
         assert n_w4 >= 3, key
+        (emb,) = [n for n in prepared.graph.node if n.op_type == "QuantEmbedding"]  # bits 4: the packed table
+        t = emb.input[1]
+        assert after[t].dtype == np.int8 and before[t].dtype == np.uint8 and after[t].tobytes() == before[t].tobytes()
         plugin_inputs = {x for n in prepared.graph.node if n.op_type in {r.name for r in plugin_ops()} for x in n.input}
         assert all(a.dtype != np.uint8 for name, a in after.items() if name in plugin_inputs)
         assert prepare_trt_graph(copy.deepcopy(prepared)) == prepared
@@ -514,12 +568,15 @@ def test_every_exported_plugin_node_builds(harness, fp16_exports, length):
                 seen.add((op, ins[-2].dtype))
             elif op in ("W8A8Linear", "W4A8Linear"):
                 seen.add((op, outs[0].dtype))
+            elif op == "QuantEmbedding":
+                seen.add((op, fields["bits"]))
             else:
                 seen.add((op, ""))
     assert {op for op, _ in seen} == {r.name for r in plugin_ops()}
     assert ("QuantSelectiveScan", "float16") in seen and ("QuantSelectiveScan", "int8") in seen
     for op in ("W8A8Linear", "W4A8Linear"):  # in_proj / x_proj (int8 out) and out_proj / lm_head (float16 out)
         assert (op, "int8") in seen and (op, "float16") in seen
+    assert ("QuantEmbedding", 8) in seen and ("QuantEmbedding", 4) in seen  # quamba2 W8A8 / W4A8 and W4A16
 
 
 def test_unfolded_export_names_the_fix(harness, fp16_exports):
@@ -640,6 +697,14 @@ def test_enqueue_hands_each_kernel_its_tensors(fake, case):
             _check_ptrs(kv, dict(x=inp[0], x_scale=inp[1], w=inp[2], w_scale=inp[3], bias=inp[4], b_scale=inp[5],
                                  out_scale=inp[6], conv_state=inp[7] if k > 1 else 0, y=out[0],
                                  new_conv_state=out[1] if k > 1 else 0))
+        elif case.op == "QuantEmbedding":
+            (name, kv), = work
+            b, l = sh[0]
+            d, bits = f["embedding_dim"], f["bits"]
+            assert name == "quant_embedding"
+            _check_ints(kv, dict(tokens=b * l, vocab=sh[1][0], dim=d, bits=bits, ids_int64=1, out_dtype=1,
+                                 table_row_stride=d if bits == 8 else (d + 1) // 2, out_row_stride=d))
+            _check_ptrs(kv, dict(ids=inp[0], table=inp[1], row_scale=inp[2], out=out[0]))
         elif case.op == "QuantGatedRMSNorm":
             (_, kv), = work
             b, l, e = sh[0]
@@ -756,16 +821,47 @@ def test_int4_linears_refuse_misaligned_inputs(fake):
     assert name == "w8a8_linear" and kv["x"] == hex(IN_BASE + 1)
 
 
-@pytest.mark.parametrize("op", ["W8A8Linear", "W4A8Linear", "W4A16Linear"])
+@pytest.mark.parametrize("op", ["W8A8Linear", "W4A8Linear", "W4A16Linear", "QuantEmbedding"])
 def test_linears_write_nothing_for_no_tokens(fake, op):
-    """B * L = 0 (an empty batch or prompt): enqueue succeeds and calls no kernel (they take M >= 1)."""
+    """B * L = 0 (an empty batch or prompt): enqueue succeeds and calls no kernel (the linears take M >= 1; the
+    embedding has nothing to write)."""
     h, calls = fake
     case = find(CASES, op)
     ins = case.input_tensors()
     for i, t in enumerate(ins):
         t.data = IN_BASE * (i + 1)
-    ins[0].dims = (ins[0].dims[0], 0, ins[0].dims[2])
+    ins[0].dims = (ins[0].dims[0], 0, *ins[0].dims[2:])
     outs = [Tensor(dt, (shape[0], 0, shape[2]), OUT_BASE) for dt, shape in case.output_specs()]
     calls()
     h.run(case.op, case.fields(), ins, outs, raw_enqueue=True)
     assert calls() == []
+
+
+def test_field_log_records_what_each_creator_received(harness, tmp_path, monkeypatch):
+    """QUAMBA_TRT_FIELD_LOG (what plugins/check_trt_rtx.py reads under TensorRT-RTX's parser): one JSON line per
+    createPlugin -- op, version, namespace, phase and each field as received -- in both phases."""
+    import json
+
+    log = tmp_path / "fields.jsonl"
+    monkeypatch.setenv("QUAMBA_TRT_FIELD_LOG", str(log))
+    case = find(CASES, "QuantSSD")
+    outs = [Tensor(dt, shape) for dt, shape in case.output_specs()]
+    harness.run(case.op, case.fields(), case.input_tensors(), outs, build_only=True)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines and all(x["op"] == "QuantSSD" and x["namespace"] == "quamba" for x in lines)
+    assert lines[0]["phase"] == "build" and lines[0]["version"] == case.record.version
+    kinds = {f.name: f.kind for f in plugin_fields(case.record)}
+    got = {f["name"]: f for f in lines[0]["fields"]}
+    assert set(got) == set(case.fields())
+    for name, value in case.fields().items():
+        f = got[name]
+        assert f["type"] == kinds[name] and f["length"] == 1
+        if kinds[name] == "kINT32":
+            assert f["value"] == [int(value)]
+        else:
+            # printed with 9 significant digits: enough to round-trip an fp32 exactly
+            fp32 = lambda v: struct.pack("<f", float(v))  # noqa: E731
+            assert len(f["value"]) == 1 and fp32(f["value"][0]) == fp32(value), (name, f["value"], value)
+    monkeypatch.delenv("QUAMBA_TRT_FIELD_LOG")
+    harness.run(case.op, case.fields(), case.input_tensors(), outs, build_only=True)
+    assert len(log.read_text().splitlines()) == len(lines)  # off without the variable

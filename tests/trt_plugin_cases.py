@@ -22,7 +22,8 @@ from quamba_edge.ops.trt_fields import (
 from quamba_edge.trt_harness import Tensor
 
 RUNTIME_SYMBOLS = ("B", "L")  # the graph's dynamic dims (batch, sequence)
-DTYPE_NAME = {torch.int8: "int8", torch.float16: "float16", torch.float32: "float32", torch.int32: "int32"}
+DTYPE_NAME = {torch.int8: "int8", torch.float16: "float16", torch.float32: "float32", torch.int32: "int32",
+              torch.int64: "int64"}
 TORCH_DTYPE = {v: k for k, v in DTYPE_NAME.items()}
 ONNX_DTYPE_NAME = {**DTYPE_NAME, torch.uint8: "uint8"}  # the inputs' record dtypes (uint8: packed int4)
 
@@ -34,6 +35,8 @@ class Case:
     inputs: list[torch.Tensor]  # ONNX input order
     attrs: dict = field(default_factory=dict)
     binding: dict = field(default_factory=dict)  # type variables the inputs do not fix (the linears' Y)
+    # output shapes where an attribute, not an input dim, gives a dim (QuantEmbedding's d = embedding_dim)
+    shapes: list | None = None
 
     @property
     def record(self) -> registry.OpRecord:
@@ -58,7 +61,8 @@ class Case:
             want = [trt_dtype(rec.resolve(p.dtype, bind)) for p in rec.outputs]
             rows = [r for r in rows if r[n:] == want]
         assert len(rows) == 1, f"{self.op}: inputs {got} match {len(rows)} dtype variants"
-        shapes = [tuple(int(self.inputs[i].shape[j]) + off for i, j, off in dims) for dims in output_dim_sources(rec)]
+        shapes = self.shapes or [tuple(int(self.inputs[i].shape[j]) + off for i, j, off in dims)
+                                 for dims in output_dim_sources(rec)]
         return list(zip(rows[0][n:], shapes))
 
     def input_tensors(self) -> list[Tensor]:
@@ -107,6 +111,24 @@ def causal_conv1d(b, l, c, k, *, device="cpu", seed=0) -> Case:
            _u(g, c, lo=0.001, hi=0.005, device=device), _u(g, c, lo=0.005, hi=0.02, device=device),
            _i8(g, b, c, k - 1, device=device)]
     return Case("QuantCausalConv1d", f"B{b}-L{l}-C{c}-K{k}", ins, {"silu": 1})
+
+
+def embedding(b, l, v, d, bits, *, device="cpu", seed=0) -> Case:
+    """QuantEmbedding inputs: ids with the first and last rows and a duplicate, random codes (bits 4: the
+    packed table uint8 [V, ceil(d/2)], as stored) and signed fp16 row scales (the signed row max, F.14)."""
+    from quamba_edge.quant.packing import pack_int4
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    ids = torch.randint(0, v, (b, l), dtype=torch.int64, device=device, generator=g)
+    flat = ids.view(-1)
+    flat[0] = v - 1
+    if flat.numel() > 2:
+        flat[1], flat[-1] = 0, v - 1
+    # an odd d's pad nibble is 15, not the quantizer's 8 (zero): the plugin must not read it
+    table = _i8(g, v, d, device=device) if bits == 8 else pack_int4(_w4_codes(g, v, d, device), pad_code=15)
+    scale = _u(g, v, lo=-0.05, hi=0.05, device=device).half()
+    return Case("QuantEmbedding", f"B{b}-L{l}-V{v}-d{d}-w{bits}", [ids, table, scale],
+                {"bits": bits, "embedding_dim": d}, shapes=[(b, l, d)])
 
 
 def gated_rms_norm(b, l, e, group_size, norm_before_gate=0, *, device="cpu", seed=0) -> Case:
@@ -262,6 +284,10 @@ SPECS: list[tuple] = [
     (add_rms_norm, (2, 7, 64), {}), (add_rms_norm, (3, 1, 768), {}), (add_rms_norm, (1, 5, 2560), {}),
     (causal_conv1d, (2, 9, 192, 4), {}), (causal_conv1d, (4, 1, 256, 4), {}), (causal_conv1d, (1, 33, 96, 2), {}),
     (causal_conv1d, (2, 1, 64, 1), {}),
+    # odd d (bits 4: a pad nibble), rows wider than one block (512 bytes) and not 4-byte aligned, d = 1
+    (embedding, (2, 7, 50, 37, 8), {}), (embedding, (2, 7, 50, 37, 4), {}), (embedding, (3, 1, 1000, 768, 8), {}),
+    (embedding, (3, 1, 1000, 768, 4), {}), (embedding, (1, 9, 300, 1101, 8), {}), (embedding, (1, 9, 300, 1101, 4), {}),
+    (embedding, (2, 3, 5, 1, 4), {}),
     (gated_rms_norm, (2, 7, 128, 64), {}), (gated_rms_norm, (3, 1, 256, 128, 1), {}),
     (gated_rms_norm, (1, 4, 2560, 2560), {}),
     (hadamard, (2, 5, 128), {}), (hadamard, (3, 1, 768), {}), (hadamard, (1, 3, 2560), {}), (hadamard, (2, 1, 4096), {}),

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -59,6 +60,7 @@ nv::DataType trt_type(gen::DType t) noexcept {
     case gen::DType::kFLOAT16: return nv::DataType::kHALF;
     case gen::DType::kFLOAT32: return nv::DataType::kFLOAT;
     case gen::DType::kINT32: return nv::DataType::kINT32;
+    case gen::DType::kINT64: return nv::DataType::kINT64;
   }
   return nv::DataType::kFLOAT;
 }
@@ -599,10 +601,71 @@ CreatorBase::CreatorBase(const gen::OpSpec& spec) : spec_(spec) {
   names_.fields = fields_.data();
 }
 
+namespace {
+
+// QUAMBA_TRT_FIELD_LOG=<file>: append one JSON line per createPlugin call -- op, version, namespace, phase and
+// every field as received (name, type, values) -- so that plugins/check_trt_rtx.py can check what a real
+// TensorRT parser hands our creators. Off unless the variable is set; never throws, never fails the call.
+void log_create_fields(const gen::OpSpec& spec, const nv::PluginFieldCollection* fc, nv::TensorRTPhase phase) {
+  const char* path = std::getenv("QUAMBA_TRT_FIELD_LOG");
+  if (path == nullptr || path[0] == '\0') return;
+  std::string j = cat("{\"op\": \"", spec.name, "\", \"version\": \"", spec.version, "\", \"namespace\": \"",
+                      gen::kNamespace, "\", \"phase\": \"", phase == nv::TensorRTPhase::kBUILD ? "build" : "runtime",
+                      "\", \"fields\": [");
+  auto quoted = [](const char* s, size_t n) {
+    std::string o = "\"";
+    for (size_t i = 0; i < n && s[i] != '\0'; ++i) {
+      const char c = s[i];
+      if (c == '"' || c == '\\') o += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20) o += c;
+    }
+    return o + "\"";
+  };
+  const int n = fc != nullptr ? fc->nbFields : 0;
+  for (int i = 0; i < n; ++i) {
+    const nv::PluginField& f = fc->fields[i];
+    const char* type = "other";
+    std::string value = "null";
+    const int len = f.length;
+    if (f.data != nullptr && f.type == nv::PluginFieldType::kFLOAT32) {
+      type = "kFLOAT32";
+      value = "[";
+      for (int k = 0; k < len; ++k) {
+        const float v = static_cast<const float*>(f.data)[k];
+        char buf[48];
+        if (std::isfinite(v)) {
+          std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+        } else {
+          std::snprintf(buf, sizeof buf, "%s", std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity"));
+        }
+        value += cat(k ? ", " : "", buf);
+      }
+      value += "]";
+    } else if (f.data != nullptr && f.type == nv::PluginFieldType::kINT32) {
+      type = "kINT32";
+      value = "[";
+      for (int k = 0; k < len; ++k) value += cat(k ? ", " : "", static_cast<const int32_t*>(f.data)[k]);
+      value += "]";
+    } else if (f.data != nullptr && f.type == nv::PluginFieldType::kCHAR) {
+      type = "kCHAR";
+      value = quoted(static_cast<const char*>(f.data), static_cast<size_t>(len));
+    }
+    j += cat(i ? ", " : "", "{\"name\": ", quoted(f.name ? f.name : "", 256), ", \"type\": \"", type,
+             "\", \"length\": ", len, ", \"value\": ", value, "}");
+  }
+  j += "]}\n";
+  if (FILE* out = std::fopen(path, "a")) {
+    std::fputs(j.c_str(), out);
+    std::fclose(out);
+  }
+}
+
+}  // namespace
+
 nv::IPluginV3* CreatorBase::createPlugin(const char* name, const nv::PluginFieldCollection* fc,
                                          nv::TensorRTPhase phase) noexcept {
-  (void)phase;  // the same fields serve both phases (getFieldsToSerialize writes every field)
   try {
+    log_create_fields(spec_, fc, phase);  // the same fields serve both phases (getFieldsToSerialize writes all)
     Fields f;
     std::string err;
     Plugin* p = nullptr;

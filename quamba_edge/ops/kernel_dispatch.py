@@ -40,6 +40,8 @@ from .._tracing import exporting
 from ._common import Scale
 from .quant_add_rms_norm import quant_add_rms_norm as _ref_add_rms_norm
 from .quant_causal_conv1d import quant_causal_conv1d as _ref_causal_conv1d
+from .quant_embedding import quant_embedding as _op_embedding
+from .quant_embedding import quant_embedding_packed4 as _op_embedding_packed4
 from .quant_gated_rms_norm import quant_gated_rms_norm as _ref_gated_rms_norm
 from .quant_hadamard import quant_hadamard as _ref_hadamard
 from .quant_selective_scan import quant_selective_scan as _ref_selective_scan
@@ -60,6 +62,7 @@ __all__ = [
     "use_kernels",
     "quant_add_rms_norm",
     "quant_causal_conv1d",
+    "quant_embedding",
     "quant_gated_rms_norm",
     "quant_hadamard",
     "quant_selective_scan",
@@ -71,9 +74,9 @@ __all__ = [
     "w8a8_linear",
 ]
 
-KERNEL_OPS = ("quant_add_rms_norm", "quant_causal_conv1d", "quant_gated_rms_norm", "quant_hadamard",
-              "quant_selective_scan", "quant_selective_state_update", "quant_ssd", "quant_ssd_state_update",
-              "w4a8_linear", "w4a16_linear", "w8a8_linear")
+KERNEL_OPS = ("quant_add_rms_norm", "quant_causal_conv1d", "quant_embedding", "quant_gated_rms_norm",
+              "quant_hadamard", "quant_selective_scan", "quant_selective_state_update", "quant_ssd",
+              "quant_ssd_state_update", "w4a8_linear", "w4a16_linear", "w8a8_linear")
 SSD_D_STATES = (16, 32, 64, 128, 256)  # quant_ssd.cu / quant_ssd_state_update.cu dispatch_n
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -384,6 +387,40 @@ def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> t
     y = _empty(x.shape, torch.int8, x)
     k.quant_hadamard(x, matrix, _f(out_scale), y)
     return y
+
+
+def _ref_embedding(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, bits: int,
+                   embedding_dim: int) -> torch.Tensor:
+    """The reference op on the stored table (bits 4: the packed one, only the gathered rows unpacked)."""
+    if bits == 4:
+        return _op_embedding_packed4(ids, table, row_scale, embedding_dim)
+    return _op_embedding(ids, table, row_scale, bits)
+
+
+def quant_embedding(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, bits: int,
+                    embedding_dim: int) -> torch.Tensor:
+    """``ops.quant_embedding`` on the STORED table: int8 ``[V, d]`` (bits 8) or packed uint8 ``[V, ceil(d/2)]``
+    (bits 4); fp32 ``[*ids.shape, d]`` like the reference. Bit-exact: with fp16 row scales the kernel's fp32
+    product is the reference's (exact in fp32), written as fp32. fp32 row scales stay on the reference (the
+    kernel reads fp16). Ids outside [0, V) give zero rows on the kernel (the reference raises or wraps
+    negative ids): the model's token ids are always in range, so no device-syncing range check here."""
+    def supported() -> bool:
+        d = int(embedding_dim)
+        if bits not in (8, 4) or table.dim() != 2 or d < 1:
+            return False
+        row_bytes = d if bits == 8 else (d + 1) // 2
+        v = table.shape[0]
+        return (ids.dtype in (torch.int32, torch.int64) and ids.numel() < 2**31
+                and table.dtype == (torch.int8 if bits == 8 else torch.uint8) and table.shape[1] == row_bytes
+                and v >= 1 and table.stride(1) == 1 and (v == 1 or table.stride(0) >= row_bytes)
+                and row_scale.dtype == torch.float16 and tuple(row_scale.shape) == (v,))
+
+    k = _kernels_for("quant_embedding", (ids, table, row_scale), supported)
+    if k is None:
+        return _ref_embedding(ids, table, row_scale, bits, embedding_dim)
+    out = _empty((*ids.shape, int(embedding_dim)), torch.float32, ids)
+    k.quant_embedding(ids, table, row_scale, int(bits), out)
+    return out
 
 
 def quant_causal_conv1d(x_q: torch.Tensor, x_scale: Scale, w_q: torch.Tensor, w_scale: Scale,

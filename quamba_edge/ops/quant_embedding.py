@@ -30,7 +30,8 @@ def quant_embedding(
       row_scale  fp16 or fp32 [V]: one scale per row.
       bits       8 or 4.
     Output
-      fp32 [B, L, d] (the kernel writes fp16).
+      fp32 [B, L, d] (the kernel, plugins/kernels/quant_embedding.cu, writes fp32, fp16 or bf16; for an id
+      outside [0, V) it gives a row of zeros, where this op raises, or wraps a negative id).
 
     Arithmetic: ``float32(value) * float32(row_scale[id])``, one fp32 multiply. With fp16 row scales (the
     artifact's format) the product is exact in fp32 (an 8-bit integer times an 11-bit significand), so
@@ -87,7 +88,7 @@ RECORD = register(OpRecord(
            "per row instead of a dequantized fp16 table.",
     reference="quamba_edge.ops.quant_embedding",
     impl=_node,
-    kernel="",
+    kernel="quant_embedding.cu",
 ))
 
 

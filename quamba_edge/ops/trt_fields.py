@@ -39,10 +39,10 @@ from .registry import DOMAIN, PLUGIN_NAMESPACE, REGISTRY_VERSION, OpRecord, Port
 TRT_ACT_DTYPE = "float16"
 #: Registry attribute type -> TensorRT PluginFieldType (what the ONNX parser passes).
 FIELD_KIND = {"int": "kINT32", "float": "kFLOAT32", "string": "kCHAR"}
-DTYPE = {"int8": "kINT8", "float16": "kFLOAT16", "float32": "kFLOAT32", "int32": "kINT32"}
+DTYPE = {"int8": "kINT8", "float16": "kFLOAT16", "float32": "kFLOAT32", "int32": "kINT32", "int64": "kINT64"}
 #: ONNX dtypes a TensorRT plugin cannot take, and what carries them instead. PluginTensorDesc: "kBOOL and
 #: kUINT8 are not supported" (NvInferRuntimePlugin.h, TensorRT 10.3 and 10.16), and a uint8 -> int8 cast
-#: layer does not exist either; the packed int4 weights (uint8 in the records, for ONNX Runtime) are the
+#: layer does not exist either; the packed int4 weights and tables (uint8 in the records, for ONNX Runtime) are the
 #: same bytes as int8, so the graph handed to TensorRT retypes those initializers (prepare_trt_graph).
 TRT_CARRIER = {"uint8": "int8"}
 #: Per-tensor scale inputs (``float32 []``) that the op's kernel reads from device memory (its C-ABI params
@@ -275,7 +275,7 @@ def render_fields_header() -> str:
         "",
         "// Plugin tensor dtypes: the record's T is float16, its uint8 (packed int4 weights) travels as kINT8",
         "// (TensorRT plugins take no uint8 tensors; prepare_trt_graph retypes those initializers, same bytes).",
-        "enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32 };",
+        "enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32, kINT64 };",
         "enum class FieldKind : int32_t { kINT32, kFLOAT32, kCHAR };",
         "// kAttribute: a node attribute of the record; kHostScale: a per-tensor scale input folded into an",
         "// attribute of the same name (quamba_edge.ops.trt_fields.fold_host_scales), read on the host.",
@@ -436,11 +436,13 @@ def fold_host_scales(model: Any) -> Any:
 
 
 def int8_packed_weights(model: Any) -> Any:
-    """Retype every uint8 input of a plugin node (the packed int4 weights of W4A8Linear / W4A16Linear) to an
-    int8 initializer holding the same bytes, in place; returns ``model``. TensorRT plugins take no uint8
-    tensors (:data:`TRT_CARRIER`) and their kernels read the bytes as they are. An initializer that another
-    node also reads keeps its uint8 original for that node (the plugin inputs get an int8 copy). A uint8
-    input that is not an initializer is an error: nothing in TensorRT turns uint8 into int8 bytes."""
+    """Retype every uint8 input of a plugin node (the packed int4 weights of W4A8Linear / W4A16Linear, the
+    packed table of a bits-4 QuantEmbedding) to an int8 initializer holding the same bytes, in place; returns
+    ``model``. TensorRT plugins take no uint8 tensors (:data:`TRT_CARRIER`) and their kernels read the bytes as
+    they are. An initializer that another node also reads keeps its uint8 original for that node (the plugin
+    inputs get an int8 copy). A uint8 input that is not an initializer is an error: nothing in TensorRT turns
+    uint8 into int8 bytes (a port whose type variable may be uint8 is retyped where it is a uint8 initializer
+    and otherwise left to the plugin, which refuses uint8)."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -453,10 +455,14 @@ def int8_packed_weights(model: Any) -> Any:
         if n.domain != DOMAIN or rec is None:
             continue
         for i, port in enumerate(rec.inputs):
-            if i >= len(n.input) or port.dtype not in TRT_CARRIER:  # only concrete uint8 ports (no type var is)
+            # uint8 ports, and those whose type variable may be uint8 (QuantEmbedding's table W: int8 or uint8)
+            concrete = port.dtype in TRT_CARRIER
+            if i >= len(n.input) or not (concrete or "uint8" in rec.type_vars.get(port.dtype, ())):
                 continue
             src = n.input[i]
             init = inits.get(src)
+            if init is None and not concrete:  # dtype unknown here; the plugin refuses it should it be uint8
+                continue
             if init is None:
                 raise FoldError(f"{n.op_type} node {n.name!r}: input {port.name!r} ({src!r}) is {port.dtype} and "
                                 "not an initializer; TensorRT plugins take no uint8 tensors, so it must be a constant "

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
 from ..ops import registry
-from ..ops.quant_embedding import emit_quant_embedding, quant_embedding_packed4
+from ..ops.quant_embedding import emit_quant_embedding
 from ..ops.scales import expand_segment_scales
 from ..ops.w4a8_linear import emit_w4a8_linear
 from ..ops.w4a16_linear import emit_w4a16_linear
@@ -373,7 +373,8 @@ class FPLinear(nn.Module):
 class QuantEmbedding(nn.Module):
     """Per-row (per-token) W8 / W4 embedding (spec C.9, pitfall F.14), or a float table (``bits=16``).
 
-    ``forward(ids [B, L]) -> fp32 [B, L, d]`` through ``ops.quant_embedding``.
+    ``forward(ids [B, L]) -> fp32 [B, L, d]`` through ``ops.quant_embedding`` (``kernel_dispatch``: the CUDA
+    kernel when on).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, bits: int = 8,
@@ -405,9 +406,8 @@ class QuantEmbedding(nn.Module):
             return F.embedding(ids, self.weight).float()
         if registry.exporting():  # the node takes the stored (packed) table
             return emit_quant_embedding(ids, self.weight, self.row_scale, self.bits, self.embedding_dim)
-        if self.bits == 4:  # gather the packed rows, then unpack only those
-            return quant_embedding_packed4(ids, self.weight, self.row_scale, self.embedding_dim)
-        return ops.quant_embedding(ids, self.weight, self.row_scale, self.bits)
+        # the kernel on CUDA when on, else the reference (W4: the packed rows gathered, only those unpacked)
+        return kernel_dispatch.quant_embedding(ids, self.weight, self.row_scale, self.bits, self.embedding_dim)
 
     def dequantized_weight(self) -> Tensor:
         if self.bits == 16:

@@ -16,7 +16,7 @@ inline constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // Plugin tensor dtypes: the record's T is float16, its uint8 (packed int4 weights) travels as kINT8
 // (TensorRT plugins take no uint8 tensors; prepare_trt_graph retypes those initializers, same bytes).
-enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32 };
+enum class DType : int32_t { kINT8, kFLOAT16, kFLOAT32, kINT32, kINT64 };
 enum class FieldKind : int32_t { kINT32, kFLOAT32, kCHAR };
 // kAttribute: a node attribute of the record; kHostScale: a per-tensor scale input folded into an
 // attribute of the same name (quamba_edge.ops.trt_fields.fold_host_scales), read on the host.
@@ -147,6 +147,45 @@ inline constexpr DimSource kOutputDims[2 * kMaxRank] = {
 };
 inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 1, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
 }  // namespace QuantCausalConv1d
+
+// ---- QuantEmbedding (quamba_edge/ops/quant_embedding.py, kernel plugins/kernels/quant_embedding.cu) ----
+namespace QuantEmbedding {
+inline constexpr char kName[] = "QuantEmbedding";
+inline constexpr char kVersion[] = "1";
+inline constexpr char kModule[] = "quant_embedding";
+namespace inputs {
+enum : int32_t { ids, table, row_scale, kCount };
+}
+namespace outputs {
+enum : int32_t { out, kCount };
+}
+namespace syms {
+enum : int32_t { B, L, V, d, kCount };
+}
+namespace fields {
+enum : int32_t { bits, embedding_dim, kCount };
+}
+inline constexpr const char* kSymbols[] = {"B", "L", "V", "d"};
+inline constexpr FieldSpec kFields[] = {
+    {"bits", FieldKind::kINT32, FieldSource::kAttribute, true, 0.0, nullptr, -1},
+    {"embedding_dim", FieldKind::kINT32, FieldSource::kAttribute, true, 0.0, nullptr, -1},
+};
+inline constexpr PortSpec kInputs[] = {
+    {"ids", "[B, L]", 1, {{2, {{0, 0}, {1, 0}}}}},
+    {"table", "[V, d] int8 (bits 8) or [V, ceil(d/2)] uint8 packed int4 (bits 4)", 1, {{2, {{2, 0}, {3, 0}}}}},
+    {"row_scale", "[V]", 1, {{1, {{2, 0}}}}},
+};
+inline constexpr PortSpec kOutputs[] = {
+    {"out", "[B, L, d]", 1, {{3, {{0, 0}, {1, 0}, {3, 0}}}}},
+};
+inline constexpr DType kVariants[1 * 4] = {
+    DType::kINT64, DType::kINT8, DType::kFLOAT16, DType::kFLOAT16,
+};
+inline constexpr DimSource kOutputDims[1 * kMaxRank] = {
+    {0, 0, 0}, {0, 1, 0}, {1, 1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+};
+inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 1, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
+}  // namespace QuantEmbedding
 
 // ---- QuantGatedRMSNorm (quamba_edge/ops/quant_gated_rms_norm.py, kernel plugins/kernels/quant_gated_rms_norm.cu) ----
 namespace QuantGatedRMSNorm {
@@ -478,8 +517,8 @@ inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outpu
 }  // namespace W8A8Linear
 
 // Every op with a plugin, by name.
-inline constexpr const OpSpec* kOps[] = {&QuantAddRMSNorm::kSpec, &QuantCausalConv1d::kSpec, &QuantGatedRMSNorm::kSpec, &QuantHadamard::kSpec, &QuantSSD::kSpec, &QuantSelectiveScan::kSpec, &W4A16Linear::kSpec, &W4A8Linear::kSpec, &W8A8Linear::kSpec};
-inline constexpr int32_t kNbOps = 9;
+inline constexpr const OpSpec* kOps[] = {&QuantAddRMSNorm::kSpec, &QuantCausalConv1d::kSpec, &QuantEmbedding::kSpec, &QuantGatedRMSNorm::kSpec, &QuantHadamard::kSpec, &QuantSSD::kSpec, &QuantSelectiveScan::kSpec, &W4A16Linear::kSpec, &W4A8Linear::kSpec, &W8A8Linear::kSpec};
+inline constexpr int32_t kNbOps = 10;
 
 // +-1 base matrices H_b of the QuantHadamard sizes b * 2^k (quamba_edge.quant.hadamard.base_hadamard);
 // the orthonormal matrix is M = kron(H_b, H_{2^k}) * fl32(1 / sqrt(n)), the kernel's base factor

@@ -14,6 +14,7 @@
 
 #include "quamba_kernels/quant_add_rms_norm.h"
 #include "quamba_kernels/quant_causal_conv1d.h"
+#include "quamba_kernels/quant_embedding.h"
 #include "quamba_kernels/quant_gated_rms_norm.h"
 #include "quamba_kernels/quant_hadamard.h"
 #include "quamba_kernels/quant_selective_scan.h"
@@ -93,6 +94,14 @@ FAKE_EXPORT cudaError_t quamba_quant_causal_conv1d(const QuambaCausalConv1dParam
       .i("b_scale_stride", p->b_scale_stride).p("out_scale", p->out_scale).i("out_scale_stride", p->out_scale_stride)
       .p("conv_state", p->conv_state).i("silu", p->silu).p("y", p->y).i("y_stride_b", p->y_stride_b)
       .i("y_stride_l", p->y_stride_l).p("new_conv_state", p->new_conv_state);
+  return cudaSuccess;
+}
+
+FAKE_EXPORT cudaError_t quamba_quant_embedding(const QuambaQuantEmbeddingParams* p, cudaStream_t) {
+  Line("quant_embedding").i("tokens", p->tokens).i("vocab", p->vocab).i("dim", p->dim).i("bits", p->bits)
+      .p("ids", p->ids).i("ids_int64", p->ids_int64).p("table", p->table).i("table_row_stride", p->table_row_stride)
+      .p("row_scale", p->row_scale).i("out_dtype", p->out_dtype).p("out", p->out)
+      .i("out_row_stride", p->out_row_stride);
   return cudaSuccess;
 }
 

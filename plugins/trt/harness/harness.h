@@ -39,7 +39,7 @@ typedef struct QthField {
 } QthField;
 
 typedef struct QthTensor {
-  int32_t dtype;          /* nvinfer1::DataType value: kFLOAT 0, kHALF 1, kINT8 2, kINT32 3, kUINT8 5 */
+  int32_t dtype;          /* nvinfer1::DataType value: kFLOAT 0, kHALF 1, kINT8 2, kINT32 3, kUINT8 5, kINT64 8 */
   int32_t rank;
   int64_t dims[QTH_MAX_RANK];
   uint32_t dynamic_mask;  /* bit k: dim k is a runtime dimension (inputs only) */
