@@ -47,9 +47,14 @@ def op_checks(monkeypatch):
 
         def run(*args, **kwargs):
             ref_args = [a.expand() if isinstance(a, kd.RowScales) else a for a in args]  # as the dispatch does
-            ref_kwargs = {k: v.expand() if isinstance(v, kd.RowScales) else v for k, v in kwargs.items()}
+            # the fp16 hand-offs (fp16_y / fp16_out) are the dispatch's: the reference returns fp32
+            handoff = bool(kwargs.get("fp16_y") or kwargs.get("fp16_out"))
+            ref_kwargs = {k: v.expand() if isinstance(v, kd.RowScales) else v for k, v in kwargs.items()
+                          if k not in ("fp16_y", "fp16_out")}
             got, want = dispatching(*args, **kwargs), reference(*ref_args, **ref_kwargs)
-            for g, w in zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want))):
+            for i, (g, w) in enumerate(zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want)))):
+                if handoff and i == 0 and g.dtype == torch.float16:  # the kernel ran (the reference: fp32)
+                    g = g.float()
                 assert (g.dtype, g.shape) == (w.dtype, w.shape), op
                 if g.is_floating_point():
                     torch.testing.assert_close(g, w, rtol=2**-10, atol=2**-10 * float(w.abs().max()), msg=op)
@@ -459,3 +464,33 @@ def test_embedding_fake_zero_rows_for_bad_ids():
     valid = (ids >= 0) & (ids < emb.num_embeddings)
     assert torch.equal(out[~valid], torch.zeros(2, 9))
     assert torch.equal(out[valid], kd._ref_embedding(ids[valid], emb.weight, emb.row_scale, 4, 9))
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w4a8"])
+def test_fp16_handoffs_change_no_value(cpu_is_kernel_device, monkeypatch, bits):
+    """Mamba2 A8 blocks hand the SSD kernel's fp16 y to the gated norm and the gated norm's fp16 output to the
+    Hadamard as they are (no fp32 copy kernels): logits and states equal those with the fp32 copies, prefill and
+    decode, and the consumers do see fp16."""
+    model = tiny_quantized("quamba2", bits, "mamba2")
+    assert model.layers[0].mixer.hadamard
+    ids = _ids(length=40)
+    seen: list[torch.dtype] = []
+    hadamard = kd.quant_hadamard
+    monkeypatch.setattr(kd, "quant_hadamard", lambda x, *a, **k: (seen.append(x.dtype), hadamard(x, *a, **k))[1])
+    with kd.use_kernels(FakeKernels()):
+        got, state = model(ids, return_state=True)
+        step, _ = model.step(got[:, -1].argmax(-1), state)
+    assert seen and set(seen) == {torch.float16}
+
+    def without_handoff(f):  # the same call with the fp32 copy the hand-off saves
+        return lambda *a, **k: f(*a, **{n: (False if n in ("fp16_y", "fp16_out") else v) for n, v in k.items()})
+
+    for name in ("quant_ssd", "quant_ssd_state_update", "quant_gated_rms_norm"):
+        monkeypatch.setattr(kd, name, without_handoff(getattr(kd, name)))
+    seen.clear()
+    with kd.use_kernels(FakeKernels()):
+        want, want_state = model(ids, return_state=True)
+        want_step, _ = model.step(got[:, -1].argmax(-1), want_state)
+    assert set(seen) == {torch.float32}
+    assert torch.equal(got, want) and torch.equal(step, want_step)
+    assert all(torch.equal(a, b) for a, b in zip(state.conv + state.ssm, want_state.conv + want_state.ssm))

@@ -357,8 +357,9 @@ def quant_add_rms_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weig
 
 
 def quant_gated_rms_norm(y: torch.Tensor, z_q: torch.Tensor, z_scale: Scale, weight: torch.Tensor, eps: float,
-                         group_size: int, norm_before_gate: bool = False) -> torch.Tensor:
-    """``ops.quant_gated_rms_norm`` (the kernel's fp16 output comes back fp32)."""
+                         group_size: int, norm_before_gate: bool = False, *, fp16_out: bool = False) -> torch.Tensor:
+    """``ops.quant_gated_rms_norm`` (the kernel's fp16 output comes back fp32; with ``fp16_out`` as it is, for
+    a consumer that reads it as fp32 anyway -- the Hadamard -- saving a copy kernel per layer and step)."""
     def supported() -> bool:
         e = y.shape[-1] if y.dim() >= 1 else 0
         return (y.dtype in _FLOATS and z_q.dtype == torch.int8 and z_q.shape == y.shape and _scalar(z_scale)
@@ -370,7 +371,7 @@ def quant_gated_rms_norm(y: torch.Tensor, z_q: torch.Tensor, z_scale: Scale, wei
         return _ref_gated_rms_norm(y, z_q, z_scale, weight, eps, group_size, norm_before_gate)
     out = _empty(y.shape, torch.float16, y)
     k.quant_gated_rms_norm(y, z_q, _f(z_scale), weight, float(eps), int(group_size), bool(norm_before_gate), out)
-    return out.float()
+    return out if fp16_out else out.float()
 
 
 def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> torch.Tensor:
@@ -577,9 +578,11 @@ def quant_ssd(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: S
               A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor, B_scale: Scale, C_q: torch.Tensor,
               C_scale: Scale, D_q: torch.Tensor | None, D_scale: Scale | None, chunk_size: int,
               dt_limit: tuple[float, float] = (0.0, float("inf")), state_in: torch.Tensor | None = None,
-              state_scale: Scale | RowScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              state_scale: Scale | RowScales | None = None, *,
+              fp16_y: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``ops.quant_ssd`` (y fp32; the state int8, or fp32 for a float state). ``state_scale`` may be a
-    :class:`RowScales`."""
+    :class:`RowScales`. ``fp16_y``: hand on the kernel's fp16 y as it is (no fp32 copy: a consumer that reads
+    it as fp32 gets the same values); the reference path still returns fp32."""
     args = (x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale)
     k = _kernels_for("quant_ssd", (*args, state_in, *_scale_parts(state_scale)), lambda: int(chunk_size) >= 1
                      and _ssd_supported(*args, state_in, state_scale, decode=False))
@@ -597,16 +600,17 @@ def quant_ssd(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: S
                 _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev), D_q,
                 _f(D_scale) if D_q is not None else 0.0, int(chunk_size), float(dt_limit[0]), float(dt_limit[1]),
                 st, ss, y, state_out, *(() if rows is None else (0, rows)))  # p_tile 0 = default
-    return y.float(), state_out
+    return (y if fp16_y else y.float()), state_out
 
 
 def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale,
                            dt_bias: torch.Tensor, A_log_q: torch.Tensor, A_log_scale: Scale, B_q: torch.Tensor,
                            B_scale: Scale, C_q: torch.Tensor, C_scale: Scale, D_q: torch.Tensor | None,
                            D_scale: Scale | None, dt_limit: tuple[float, float], state: torch.Tensor,
-                           state_scale: Scale | RowScales | None) -> tuple[torch.Tensor, torch.Tensor]:
+                           state_scale: Scale | RowScales | None, *,
+                           fp16_y: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``ops.quant_ssd_state_update`` (y fp32 shaped like ``x_q``; a new state, ``state`` untouched).
-    ``state_scale`` may be a :class:`RowScales`."""
+    ``state_scale`` may be a :class:`RowScales`; ``fp16_y`` as in :func:`quant_ssd`."""
     args = (x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale)
     k = _kernels_for("quant_ssd_state_update", (*args, state, *_scale_parts(state_scale)), lambda: state is not None
                      and _ssd_supported(*args, state, state_scale, decode=True))
@@ -623,7 +627,7 @@ def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor
                              _f(A_log_scale), B_q, _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev),
                              D_q, _f(D_scale) if D_q is not None else 0.0, float(dt_limit[0]),
                              float(dt_limit[1]), st, ss, y, new_state, *(() if rows is None else (rows,)))
-    return y.float(), new_state
+    return (y if fp16_y else y.float()), new_state
 
 
 # ---- quantized linears ---------------------------------------------------------------------------------

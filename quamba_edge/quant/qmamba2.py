@@ -246,20 +246,22 @@ class QMamba2Mixer(nn.Module):
             y, new_ssm = kernel_dispatch.quant_ssd_state_update(
                 x4[:, 0], x_sc, dt_q[:, 0], s_dt, self.dt_bias, self.A_log, self.A_log_scale,
                 B4[:, 0], self.B_out_scale, C4[:, 0], self.C_out_scale, self.D, self.D_scale,
-                self.dt_limit, ssm_state, st_sc)
+                self.dt_limit, ssm_state, st_sc, fp16_y=True)
             y = y.unsqueeze(1)
         else:
             y, new_ssm = kernel_dispatch.quant_ssd(
                 x4, x_sc, dt_q, s_dt, self.dt_bias, self.A_log, self.A_log_scale, B4, self.B_out_scale,
                 C4, self.C_out_scale, self.D, self.D_scale, self.chunk_size, self.dt_limit,
-                ssm_state, st_sc)
+                ssm_state, st_sc, fp16_y=True)
         if not self.int8_state:
             new_ssm = new_ssm.to(self.fp_state_dtype)
+        # y: the kernel's fp16 as it is (fp16_y), fp32 from the reference; the gated norm reads either as fp32
         y = y.reshape(bsz, seqlen, e)
-        tap(self.ssd_out, y)
+        tap(self.ssd_out, lambda: y.float())
         tap(self.ssm_state_act, lambda: self._dequant_state(new_ssm))
         yn = kernel_dispatch.quant_gated_rms_norm(y, z_q.contiguous(), s_z, self.norm.weight, self.eps,
-                                                  self.group_size_norm, self.norm_before_gate)
+                                                  self.group_size_norm, self.norm_before_gate,
+                                                  fp16_out=self.hadamard)  # the Hadamard reads it as fp32
         if self.hadamard:
             y_q8 = kernel_dispatch.quant_hadamard(yn, _hadamard_for(e, yn.device), self.out_proj.input_scale)
         else:
