@@ -229,7 +229,9 @@ class QMamba2Mixer(nn.Module):
         tap(self.B_conv_in, lambda: B_q.float() * s_Bin)
         tap(self.C_conv_in, lambda: C_q.float() * s_Cin)
         tap(self.dt_act, lambda: dt_q.float() * s_dt)
-        xBC_q = torch.cat([x_q, B_q, C_q], dim=-1)
+        # x, B, C lie side by side in in_proj's output (z | x | B | C | dt): a view, not a copy (the conv
+        # kernel takes strided rows)
+        xBC_q = zxbcdt.narrow(-1, self.in_segments[0], e + 2 * gn)
         out_ch = self.conv_out_channel_scales()
         y_q, new_conv = self.conv1d(xBC_q, out_ch, conv_state)
         x_q, B_q, C_q = y_q.split([e, gn, gn], dim=-1)
