@@ -466,12 +466,13 @@ def test_embedding_fake_zero_rows_for_bad_ids():
     assert torch.equal(out[valid], kd._ref_embedding(ids[valid], emb.weight, emb.row_scale, 4, 9))
 
 
-@pytest.mark.parametrize("bits", ["w8a8", "w4a8"])
-def test_fp16_handoffs_change_no_value(cpu_is_kernel_device, monkeypatch, bits):
-    """Mamba2 A8 blocks hand the SSD kernel's fp16 y to the gated norm and the gated norm's fp16 output to the
-    Hadamard as they are (no fp32 copy kernels): logits and states equal those with the fp32 copies, prefill and
-    decode, and the consumers do see fp16."""
-    model = tiny_quantized("quamba2", bits, "mamba2")
+@pytest.mark.parametrize("bits,arch", [("w8a8", "mamba2"), ("w4a8", "mamba2"), ("w8a8", "mamba1"),
+                                       ("w4a8", "mamba1")])
+def test_fp16_handoffs_change_no_value(cpu_is_kernel_device, monkeypatch, bits, arch):
+    """A8 blocks with the out_proj Hadamard hand fp16 kernel outputs on as they are (no fp32 copy kernels):
+    Mamba2 the SSD's y to the gated norm and the gated norm's output to the Hadamard, Mamba1 the scan's y to the
+    Hadamard. Logits and states equal those with the fp32 copies, prefill and decode; the Hadamard sees fp16."""
+    model = tiny_quantized("quamba2", bits, arch)
     assert model.layers[0].mixer.hadamard
     ids = _ids(length=40)
     seen: list[torch.dtype] = []
@@ -485,7 +486,8 @@ def test_fp16_handoffs_change_no_value(cpu_is_kernel_device, monkeypatch, bits):
     def without_handoff(f):  # the same call with the fp32 copy the hand-off saves
         return lambda *a, **k: f(*a, **{n: (False if n in ("fp16_y", "fp16_out") else v) for n, v in k.items()})
 
-    for name in ("quant_ssd", "quant_ssd_state_update", "quant_gated_rms_norm"):
+    for name in ("quant_ssd", "quant_ssd_state_update", "quant_gated_rms_norm", "quant_selective_scan",
+                 "quant_selective_state_update"):
         monkeypatch.setattr(kd, name, without_handoff(getattr(kd, name)))
     seen.clear()
     with kd.use_kernels(FakeKernels()):

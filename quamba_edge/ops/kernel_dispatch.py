@@ -489,8 +489,9 @@ def quant_selective_scan(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.Tensor, 
                          z_q: torch.Tensor | None, z_scale: Scale | None, dt_bias_q: torch.Tensor | None,
                          dt_bias_scale: Scale | None, state_in: torch.Tensor | None = None,
                          state_scale: Scale | None = None,
-                         chunk_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ops.quant_selective_scan`` (y fp32; the state int8, or fp32 for a float state)."""
+                         chunk_size: int = 16, *, fp16_y: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_selective_scan`` (y fp32; the state int8, or fp32 for a float state); ``fp16_y`` as in
+    :func:`quant_ssd`."""
     args = (u_q, u_scale, dt_q, dt_scale, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale, z_q,
             z_scale, dt_bias_q, dt_bias_scale)
     k = _kernels_for("quant_selective_scan", (*args, state_in, state_scale), lambda: _scan_supported(
@@ -511,7 +512,7 @@ def quant_selective_scan(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.Tensor, 
                            None if dt_bias_q is None else dt_bias_q.contiguous(),
                            _opt_f(dt_bias_scale) if dt_bias_q is not None else None,
                            st, _opt_f(state_scale), y, state_out)
-    return y.float(), state_out
+    return (y if fp16_y else y.float()), state_out
 
 
 def quant_selective_state_update(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.Tensor, dt_scale: Scale,
@@ -520,8 +521,10 @@ def quant_selective_state_update(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.
                                  D_scale: Scale | None, z_q: torch.Tensor | None, z_scale: Scale | None,
                                  dt_bias_q: torch.Tensor | None, dt_bias_scale: Scale | None,
                                  state: torch.Tensor,
-                                 state_scale: Scale | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ops.quant_selective_state_update`` (y fp32 shaped like ``u_q``; a new state, ``state`` untouched)."""
+                                 state_scale: Scale | None, *,
+                                 fp16_y: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ops.quant_selective_state_update`` (y fp32 shaped like ``u_q``; a new state, ``state`` untouched);
+    ``fp16_y`` as in :func:`quant_ssd`."""
     args = (u_q, u_scale, dt_q, dt_scale, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q, D_scale, z_q,
             z_scale, dt_bias_q, dt_bias_scale)
     k = _kernels_for("quant_selective_state_update", (*args, state, state_scale), lambda: state is not None
@@ -542,7 +545,7 @@ def quant_selective_state_update(u_q: torch.Tensor, u_scale: Scale, dt_q: torch.
         _opt_f(D_scale) if D_q is not None else None, _last_dense(z_q),
         _opt_f(z_scale) if z_q is not None else None, None if dt_bias_q is None else dt_bias_q.contiguous(),
         _opt_f(dt_bias_scale) if dt_bias_q is not None else None, st, _opt_f(state_scale), y, new_state)
-    return y.float(), new_state
+    return (y if fp16_y else y.float()), new_state
 
 
 def _ssd_supported(x_q, x_scale, dt_q, dt_scale, dt_bias, A_log_q, A_log_scale, B_q, B_scale, C_q, C_scale, D_q,

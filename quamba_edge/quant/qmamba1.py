@@ -330,7 +330,7 @@ class QMamba1Mixer(nn.Module):
             y, new_conv, new_ssm = self._forward_a8(h, conv_state, ssm_state, decode)
         else:
             y, new_conv, new_ssm = self._forward_a16(h, conv_state, ssm_state, decode)
-        tap(self.ssm_out, y)
+        tap(self.ssm_out, lambda: y.float())  # y may be the scan kernel's fp16 (A8 + Hadamard: fp16_y)
         tap(self.ssm_state_act, lambda: self._dequant_state(new_ssm))
         out = self._out_proj(y)
         return out, new_conv, new_ssm
@@ -364,12 +364,14 @@ class QMamba1Mixer(nn.Module):
             y, new_ssm = kernel_dispatch.quant_selective_state_update(
                 u_q[:, 0], self.conv_out_scale, dt_q[:, 0], s_dt, *args, B_q[:, 0], s_dbc, C_q[:, 0], s_dbc,
                 self.D, self.D_scale, z_q[:, 0], s_xz, self.dt_bias, self.dt_bias_scale,
-                ssm_state, self.ssm_state_scale)
+                ssm_state, self.ssm_state_scale, fp16_y=self.hadamard)
             y = y.unsqueeze(1)
         else:
+            # with the Hadamard next, the kernel's fp16 y goes on as it is (the Hadamard reads it as fp32); the
+            # plain int8 quantization (torch ops) needs the fp32 y
             y, new_ssm = kernel_dispatch.quant_selective_scan(
                 u_q, self.conv_out_scale, dt_q, s_dt, *args, B_q, s_dbc, C_q, s_dbc, self.D, self.D_scale,
-                z_q, s_xz, self.dt_bias, self.dt_bias_scale, ssm_state, self.ssm_state_scale)
+                z_q, s_xz, self.dt_bias, self.dt_bias_scale, ssm_state, self.ssm_state_scale, fp16_y=self.hadamard)
         if not self.int8_state:
             new_ssm = new_ssm.to(self.fp_state_dtype)
         return y, new_conv, new_ssm
