@@ -6,6 +6,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT=${OUT:-$PWD/${CHECK_NAME:-gpu_check}_out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+# quamba_edge.export is export/ only through the install's package-dir mapping (pyproject.toml); the GPU
+# machine runs the plain tree, so give it the same mapping as a link (git-ignored) for the tests that export
+[ -e quamba_edge/export ] || ln -s ../export quamba_edge/export
 export PYTHONUNBUFFERED=1
 export QUAMBA_KERNELS_BUILD_DIR=${QUAMBA_KERNELS_BUILD_DIR:-/tmp/quamba_kernels_build}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
