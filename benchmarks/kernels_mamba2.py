@@ -214,7 +214,7 @@ def _norm_model(ops: Any, model: str) -> list[dict]:
 
 def embedding_cases(ops: Any) -> list[dict]:
     """Decode (one token) at mamba2-8b (vocab 256000, d 4096), W8 and W4: fp32 rows, as the model takes them."""
-    from quamba_edge.ops.kernel_dispatch import _ref_embedding
+    from quamba_edge.ops.quant_embedding import quant_embedding_stored
 
     out = []
     v, d = 256000, MODELS["mamba2-8b"]["d_model"]
@@ -233,7 +233,7 @@ def embedding_cases(ops: Any) -> list[dict]:
             ops.quant_embedding(s["ids"], table, scale, bits, s["o"])
 
         def ref(i, sets=sets, table=table, scale=scale, bits=bits):
-            _ref_embedding(sets[i % len(sets)]["ids"], table, scale, bits, d)
+            quant_embedding_stored(sets[i % len(sets)]["ids"], table, scale, bits, d)
 
         out.append(dict(name="quant_embedding", model="mamba2-8b", shape=f"L=1 V={v} d={d} W{bits}", bytes=nbytes,
                         kernel=kern, reference=ref,

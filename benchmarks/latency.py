@@ -24,11 +24,17 @@ DEFAULTS = {"--models": "mamba-2.8b,mamba2-2.7b,mamba2-8b",
             "--out": str(Path(__file__).resolve().parent / "results")}
 
 
-def merge(paths: list[str], out: str) -> int:
+def merge(argv: list[str]) -> int:
+    import argparse
+
     from quamba_edge.bench.latency import merge_docs, write_outputs
 
-    docs = [json.loads(Path(p).read_text()) for p in paths]
-    for p in write_outputs(merge_docs(docs), out):
+    ap = argparse.ArgumentParser(prog="benchmarks/latency.py --merge")
+    ap.add_argument("files", nargs="+", type=Path, help="latency.json of each run")
+    ap.add_argument("--out", default=DEFAULTS["--out"], help="output directory (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    docs = [json.loads(f.read_text()) for f in args.files]
+    for p in write_outputs(merge_docs(docs), args.out):
         print(f"wrote {p}")
     return 0
 
@@ -36,9 +42,7 @@ def merge(paths: list[str], out: str) -> int:
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if argv[:1] == ["--merge"]:
-        files = [a for a in argv[1:] if a != "--out"]
-        out = argv[argv.index("--out") + 1] if "--out" in argv else DEFAULTS["--out"]
-        sys.exit(merge([f for f in files if f != out], out))
+        sys.exit(merge(argv[1:]))
     for opt, val in DEFAULTS.items():
         if opt not in argv:
             argv += [opt, val]

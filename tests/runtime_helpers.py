@@ -110,3 +110,14 @@ def exported(arch: str, bits: str) -> tuple[Path, Path, str]:
     if rc != 0:
         raise RuntimeError(f"quamba-edge export {art} failed (rc {rc}): {buf.getvalue()}")
     return art, out, buf.getvalue()
+
+
+def fp16_export(arch: str, bits: str, tag: str = "trt-export") -> Path:
+    """The tiny quantized model's fp16 export (what TensorRT parses), once per process and ``tag``: tests that
+    write an engine into it take a tag of their own."""
+    from quamba_edge.export import export_model
+
+    out = session_root() / f"{tag}-{arch}-{bits}"
+    if not out.exists():
+        export_model(artifact_dir(session_root(), arch, bits), out, dtype="fp16")
+    return out

@@ -11,7 +11,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from runtime_helpers import artifact_dir, have_recipes, session_root  # noqa: E402
+from runtime_helpers import fp16_export, have_recipes  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 import check_trt_rtx as rtx  # noqa: E402
@@ -23,12 +23,7 @@ pytestmark = pytest.mark.skipif(not have_recipes(), reason="needs the quantizati
 
 @pytest.fixture(scope="module")
 def export():
-    from quamba_edge.export import export_model
-
-    out = session_root() / "trt-export-mamba2-w8a8"
-    if not out.exists():
-        export_model(artifact_dir(session_root(), "mamba2", "w8a8"), out, dtype="fp16")
-    return out
+    return fp16_export("mamba2", "w8a8")
 
 
 @pytest.fixture(scope="module")

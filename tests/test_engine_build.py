@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("onnx")
 
 import fake_tensorrt  # noqa: E402  (tests/ on sys.path)
-from runtime_helpers import artifact_dir, have_recipes, session_root  # noqa: E402
+from runtime_helpers import fp16_export, have_recipes  # noqa: E402
 
 from quamba_edge.cli import main  # noqa: E402
 from quamba_edge.runtime.backends.base import BackendUnavailableError  # noqa: E402
@@ -28,14 +28,9 @@ from quamba_edge.runtime.engine_build import (  # noqa: E402
 pytestmark = pytest.mark.skipif(not have_recipes(), reason="needs the quantization recipes")
 
 
-@pytest.fixture(scope="module")
-def fp16_export():
-    from quamba_edge.export import export_model
-
-    out = session_root() / "trt-export-mamba2-w8a8"
-    if not out.exists():
-        export_model(artifact_dir(session_root(), "mamba2", "w8a8"), out, dtype="fp16")
-    return out
+@pytest.fixture(scope="module", name="fp16_export")
+def _fp16_export():
+    return fp16_export("mamba2", "w8a8")
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 import fake_tensorrt  # noqa: E402  (tests/ on sys.path)
-from runtime_helpers import artifact_dir, exported, have_recipes, session_root  # noqa: E402
+from runtime_helpers import exported, fp16_export, have_recipes  # noqa: E402
 
 from quamba_edge.runtime import EdgeModel  # noqa: E402
 from quamba_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
@@ -28,11 +28,7 @@ VOCAB = 8192
 def setup(tmp_path_factory):
     """(TensorRT backend on the fp16 export with a fake engine, ONNX Runtime backend on the fp32 export of the
     same artifact: the fake engine executes through it)."""
-    from quamba_edge.export import export_model
-
-    fp16 = session_root() / "trt-backend-mamba2-w8a8"
-    if not fp16.exists():
-        export_model(artifact_dir(session_root(), "mamba2", "w8a8"), fp16, dtype="fp16")
+    fp16 = fp16_export("mamba2", "w8a8", tag="trt-backend")  # its own: the engine is built into it
     lib = tmp_path_factory.mktemp("lib") / "libquamba_trt_plugins.so"
     lib.write_bytes(b"fake plugin library")
     fake_tensorrt.reset()

@@ -40,8 +40,7 @@ from .._tracing import exporting
 from ._common import Scale
 from .quant_add_rms_norm import quant_add_rms_norm as _ref_add_rms_norm
 from .quant_causal_conv1d import quant_causal_conv1d as _ref_causal_conv1d
-from .quant_embedding import quant_embedding as _op_embedding
-from .quant_embedding import quant_embedding_packed4 as _op_embedding_packed4
+from .quant_embedding import quant_embedding_stored as _ref_embedding
 from .quant_gated_rms_norm import quant_gated_rms_norm as _ref_gated_rms_norm
 from .quant_hadamard import quant_hadamard as _ref_hadamard
 from .quant_selective_scan import quant_selective_scan as _ref_selective_scan
@@ -388,14 +387,6 @@ def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> t
     y = _empty(x.shape, torch.int8, x)
     k.quant_hadamard(x, matrix, _f(out_scale), y)
     return y
-
-
-def _ref_embedding(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, bits: int,
-                   embedding_dim: int) -> torch.Tensor:
-    """The reference op on the stored table (bits 4: the packed one, only the gathered rows unpacked)."""
-    if bits == 4:
-        return _op_embedding_packed4(ids, table, row_scale, embedding_dim)
-    return _op_embedding(ids, table, row_scale, bits)
 
 
 def quant_embedding(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, bits: int,

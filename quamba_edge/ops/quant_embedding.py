@@ -66,14 +66,21 @@ def quant_embedding_packed4(ids: torch.Tensor, packed: torch.Tensor, row_scale: 
     return quant_embedding(local, rows, row_scale[flat], 4)
 
 
+def quant_embedding_stored(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, bits: int,
+                           embedding_dim: int) -> torch.Tensor:
+    """:func:`quant_embedding` on the table as stored (the node's input): int8 ``[V, d]`` for bits 8, packed
+    ``uint8 [V, ceil(d/2)]`` for bits 4 (:func:`quant_embedding_packed4`)."""
+    if bits == 4:
+        return quant_embedding_packed4(ids, table, row_scale, embedding_dim)
+    return quant_embedding(ids, table, row_scale, bits)
+
+
 # ---- registry record ---------------------------------------------------------------------------
 
 
 def _node(ids: torch.Tensor, table: torch.Tensor, row_scale: torch.Tensor, *, bits: int,
           embedding_dim: int, **_: object) -> tuple[torch.Tensor]:
-    if bits == 4:
-        return (quant_embedding_packed4(ids, table, row_scale, embedding_dim),)
-    return (quant_embedding(ids, table, row_scale, bits),)
+    return (quant_embedding_stored(ids, table, row_scale, bits, embedding_dim),)
 
 
 RECORD = register(OpRecord(

@@ -1,5 +1,5 @@
-/* Element-type codes of the C ABI (QUAMBA_DT_*), for the ops whose tensors come in several dtypes. The older
- * op headers define the float codes under the same guard, with the same values. */
+/* Element-type codes of the C ABI (QUAMBA_DT_*), for the ops whose tensors come in several dtypes: every header
+ * that needs them includes this one. */
 #ifndef QUAMBA_DT_F32
 #define QUAMBA_DT_F32 0
 #define QUAMBA_DT_F16 1

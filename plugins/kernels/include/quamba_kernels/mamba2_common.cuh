@@ -13,11 +13,7 @@
 #define QUAMBA_SSD_STATE_F32 2
 #define QUAMBA_SSD_STATE_F16 3
 #endif
-#ifndef QUAMBA_DT_F32
-#define QUAMBA_DT_F32 0
-#define QUAMBA_DT_F16 1
-#define QUAMBA_DT_BF16 2
-#endif
+#include "quamba_kernels/dtype_codes.h"
 
 namespace quamba {
 namespace m2 {

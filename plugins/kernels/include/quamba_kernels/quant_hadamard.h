@@ -18,12 +18,7 @@
 
 #include "quamba_kernels/abi.h"
 
-#ifndef QUAMBA_DT_F32
-/* Float element types of the Mamba2 / Hadamard / norm kernels. */
-#define QUAMBA_DT_F32 0
-#define QUAMBA_DT_F16 1
-#define QUAMBA_DT_BF16 2
-#endif
+#include "quamba_kernels/dtype_codes.h"
 
 QUAMBA_EXTERN_C_BEGIN
 
