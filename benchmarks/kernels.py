@@ -224,14 +224,41 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
                         shape=f"B={bsz} E={e} N={n} (decode)", bytes=nbytes, kernel=kern, reference=ref,
                         anchor=anchors.scan_decode(bsz, e, n, nsets),
                         state_bytes=bsz * e * n, note="int8 state updated in place"))
+    # float decode (fp16 baseline / W4A16 models): selective_state_update, fp16 activations, fp32 state in place
+    for bsz in decode_batches:
+        nbytes = 2 * 4 * bsz * e * n + 4 * e * n + 2 * 3 * bsz * e + 2 * 2 * bsz * n + 2 * bsz * e + 8 * e
+        nsets = l2_sets(nbytes)
+        h = lambda *sh: torch.randn(*sh, device="cuda", dtype=torch.float16)  # noqa: E731
+        d32, bias32 = d_f.float(), bias_f.float()
+        fsets = [dict(u=h(bsz, e), dt=h(bsz, e), z=h(bsz, e), b=h(bsz, n), c=h(bsz, n),
+                      st=torch.randn(bsz, e, n, device="cuda"), y=torch.empty(bsz, e, dtype=torch.float16, device="cuda"))
+                 for _ in range(nsets)]
+        rsets = [dict(u=h(bsz, e), dt=h(bsz, e), z=h(bsz, e), b=h(bsz, n), c=h(bsz, n), st=h(bsz, e, n))
+                 for _ in range(nsets)]
+
+        def fkern(i, sets=fsets, d32=d32, bias32=bias32):
+            s = sets[i % len(sets)]
+            ops.selective_state_update(s["st"], s["u"], s["dt"], a_f, s["b"], s["c"], d32, s["z"], bias32, True,
+                                       s["y"], s["st"])
+
+        def fref(i, rsets=rsets):
+            s = rsets[i % len(rsets)]
+            ssm.selective_state_update(s["st"], s["u"], s["dt"], a_f, s["b"], s["c"], D=d_f, z=s["z"], dt_bias=bias_f,
+                                       dt_softplus=True)
+
+        out.append(dict(name="selective_state_update", model="mamba-2.8b",
+                        shape=f"B={bsz} E={e} N={n} (decode)", bytes=nbytes, kernel=fkern, reference=fref,
+                        anchor=anchors.scan_decode(bsz, e, n, nsets),
+                        state_bytes=4 * bsz * e * n, note="fp16 in/out, fp32 state updated in place "
+                                                          "(the anchor's state is fp16)"))
     return out
 
 
 # op names of each case builder, so that --only builds (and allocates) only what it keeps
 _GROUPS = {
     "conv": ("quant_causal_conv1d",),
-    "scan": ("quant_selective_scan", "quant_selective_state_update"),
-    "mamba2": ("quant_ssd", "quant_ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm",
+    "scan": ("quant_selective_scan", "quant_selective_state_update", "selective_state_update"),
+    "mamba2": ("quant_ssd", "quant_ssd_state_update", "ssd", "ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm",
                "quant_embedding"),
     "linear": ("w8a8_linear", "w4a8_linear", "w4a16_linear", "w8a8_linear_intmm", "w4a8_linear_intmm",
                "hadamard_out_proj"),

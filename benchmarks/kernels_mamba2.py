@@ -310,9 +310,75 @@ def ssd_chunked_cases(ops: Any) -> list[dict]:
     return out
 
 
+def float_ssd_cases(ops: Any) -> list[dict]:
+    """The float SSD of the fp16 baseline / W4A16 models (``ops.ssd``, ``ops.ssd_state_update``): prefill at the
+    quant_ssd_chunked shapes (mamba2-2.7b / 8b, L = 1024 / 2048 / 8192, batch 1 / 4; fp16 x / B / C, fp32 dt
+    as ``ssm.mamba2_dt`` gives it, fp32 state in / out) with the same anchor (mamba_ssm's fp16 Triton
+    mamba_chunk_scan_combined, which also does dt's bias + softplus), and decode steps (batch 1 / 16, fp32 state
+    in place; anchor: mamba_ssm's selective_state_update on an fp16 state). Reference: ``ssm.ssd_chunked`` /
+    ``ssm.ssd_state_update`` on fp16 tensors."""
+    from quamba_edge.models import ssm
+
+    out = []
+    for model in ("mamba2-2.7b", "mamba2-8b"):
+        cfg = MODELS[model]
+        h, p, g, n, chunk = cfg["nheads"], cfg["headdim"], cfg["ngroups"], cfg["d_state"], cfg["chunk"]
+        a32, d32 = -torch.rand(h, device="cuda") * 4, torch.randn(h, device="cuda")
+        a16, d16 = a32.half(), d32.half()
+        for seqlen in CHUNKED_SEQLENS:
+            for bsz in (1, 4):
+                nbytes = (2 * bsz * seqlen * (2 * h * p + 2 * g * n) + 4 * bsz * seqlen * h + 2 * 4 * bsz * h * p * n
+                          + 8 * h)
+                nsets = l2_sets(nbytes)
+                sets = [dict(x=_h(bsz, seqlen, h, p), dt=torch.rand(bsz, seqlen, h, device="cuda") * 0.1,
+                             B=_h(bsz, seqlen, g, n), C=_h(bsz, seqlen, g, n),
+                             st=torch.randn(bsz, h, p, n, device="cuda"),
+                             y=torch.empty(bsz, seqlen, h, p, dtype=torch.float16, device="cuda"),
+                             st_out=torch.empty(bsz, h, p, n, device="cuda")) for _ in range(nsets)]
+
+                def kern(i, sets=sets, chunk=chunk, a32=a32, d32=d32):
+                    s = sets[i % len(sets)]
+                    ops.ssd(s["x"], s["dt"], a32, s["B"], s["C"], chunk, d32, s["st"], s["y"], s["st_out"])
+
+                rsets = [dict(x=s["x"], dt=s["dt"].half(), B=s["B"], C=s["C"], st=s["st"].half()) for s in sets]
+
+                def ref(i, rsets=rsets, chunk=chunk, a16=a16, d16=d16):
+                    s = rsets[i % len(rsets)]
+                    ssm.ssd_chunked(s["x"], s["dt"], a16, s["B"], s["C"], chunk, D=d16, initial_state=s["st"])
+
+                flops = 2 * bsz * seqlen * h * (chunk * n // 2 + chunk * p // 2 + 2 * n * p)
+                out.append(dict(name="ssd", model=model, shape=f"B={bsz} L={seqlen} H={h} P={p} G={g} N={n}",
+                                bytes=nbytes, kernel=kern, reference=ref,
+                                anchor=anchors.ssd_prefill(bsz, seqlen, h, p, g, n, chunk, nsets), flops=flops,
+                                note="fp16 x / B / C / y, fp32 dt (softplus'ed) and state in/out"))
+        for bsz in (1, 16):
+            nbytes = 2 * 4 * bsz * h * p * n + 2 * 2 * bsz * h * p + 4 * bsz * h + 2 * 2 * bsz * g * n + 8 * h
+            nsets = l2_sets(nbytes)
+            sets = [dict(x=_h(bsz, h, p), dt=torch.rand(bsz, h, device="cuda") * 0.1, B=_h(bsz, g, n),
+                         C=_h(bsz, g, n), st=torch.randn(bsz, h, p, n, device="cuda"),
+                         y=torch.empty(bsz, h, p, dtype=torch.float16, device="cuda")) for _ in range(nsets)]
+            rsets = [dict(x=_h(bsz, h, p), dt=_h(bsz, h), B=_h(bsz, g, n), C=_h(bsz, g, n), st=_h(bsz, h, p, n))
+                     for _ in range(nsets)]
+
+            def dkern(i, sets=sets, a32=a32, d32=d32):
+                s = sets[i % len(sets)]
+                ops.ssd_state_update(s["st"], s["x"], s["dt"], a32, s["B"], s["C"], d32, s["y"], s["st"])
+
+            def dref(i, rsets=rsets, a16=a16, d16=d16):
+                s = rsets[i % len(rsets)]
+                ssm.ssd_state_update(s["st"], s["x"], s["dt"], a16, s["B"], s["C"], D=d16)
+
+            out.append(dict(name="ssd_state_update", model=model, shape=f"B={bsz} H={h} P={p} G={g} N={n} (decode)",
+                            bytes=nbytes, kernel=dkern, reference=dref,
+                            anchor=anchors.ssd_decode(bsz, h, p, g, n, nsets), state_bytes=4 * bsz * h * p * n,
+                            note="fp16 in/out, fp32 state in place (the anchor's state is fp16)"))
+    return out
+
+
 def cases(ops: Any) -> list[dict]:
     """Every Mamba2 case; QUAMBA_BENCH_SSD_CHUNKED_ONLY=1: only the chunked-vs-sequential quant_ssd rows
     (plugins/ssd_check.sh)."""
     if os.environ.get("QUAMBA_BENCH_SSD_CHUNKED_ONLY") == "1":
         return ssd_chunked_cases(ops)
-    return ssd_cases(ops) + ssd_chunked_cases(ops) + hadamard_cases(ops) + norm_cases(ops) + embedding_cases(ops)
+    return (ssd_cases(ops) + ssd_chunked_cases(ops) + float_ssd_cases(ops) + hadamard_cases(ops) + norm_cases(ops)
+            + embedding_cases(ops))

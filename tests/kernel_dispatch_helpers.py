@@ -16,6 +16,7 @@ import torch
 from quamba_edge import ops
 from quamba_edge._tracing import exporting
 from quamba_edge.models import MambaConfig, MambaLM
+from quamba_edge.models import ssm
 from quamba_edge.quant.recipes import RECIPES, quantize_model
 from runtime_helpers import scaled_random_lm
 
@@ -28,9 +29,11 @@ CASE_IDS = ["-".join(c) for c in CASES]
 
 
 def kernel_config(arch: str) -> MambaConfig:
-    """Tiny, but inside every kernel's supported set: d_state 16 (the SSD kernels take 16/32/64/128/256),
-    d_inner 128 (a Hadamard size), Mamba2 with 2 SSD groups of 4 heads (the G x 4 x 4 scale tables)."""
-    kw = dict(d_state=16, headdim=16, ngroups=2, chunk_size=8) if arch == "mamba2" else dict(d_state=16)
+    """Tiny, but inside every kernel's supported set: Mamba2 d_state 64 (the quant SSD kernels take
+    16/32/64/128/256, the float SSD prefill of the W4A16 models 64/128/256) and headdim 16 (the float prefill
+    needs headdim % 16 == 0), Mamba1 d_state 16, d_inner 128 (a Hadamard size), Mamba2 with 2 SSD groups of 4
+    heads (the G x 4 x 4 scale tables)."""
+    kw = dict(d_state=64, headdim=16, ngroups=2, chunk_size=8) if arch == "mamba2" else dict(d_state=16)
     return MambaConfig(arch=arch, d_model=64, n_layer=2, vocab_size=VOCAB, **kw)
 
 
@@ -55,6 +58,7 @@ def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
     names: set[str] = {"quant_embedding"} if model.embedding.bits in (4, 8) else set()
     if not qc.act8:
         names.add("w4a16_linear")
+        names |= float_ssm_ops(arch, decode)  # the W4A16 mixers' float SSM
     else:
         names.add("w8a8_linear" if qc.w_bits == 8 else "w4a8_linear")
         if arch == "mamba1":
@@ -68,6 +72,13 @@ def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
         else:
             names |= {"quant_ssd_state_update" if decode else "quant_ssd", "quant_gated_rms_norm"}
     return names
+
+
+def float_ssm_ops(arch: str, decode: bool) -> set[str]:
+    """The float SSM op an FP / W4A16 mixer calls (kernel_dispatch.ssd ... : the reference's names)."""
+    if arch == "mamba1":
+        return {"selective_state_update" if decode else "selective_scan"}
+    return {"ssd_state_update" if decode else "ssd"}
 
 
 def expected_row_ops(model: Any, decode: bool) -> set[str]:
@@ -230,6 +241,96 @@ def _ssd(ref: Callable, decode: bool) -> Callable:
     return run
 
 
+def _f16_act(t: Any, name: str, dense: int = 1) -> None:
+    """An activation as the float SSM bindings take it: fp16, its trailing ``dense`` dims packed."""
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float16, f"{name}: {None if t is None else t.dtype}"
+    expect = 1
+    for i in range(t.dim() - 1, t.dim() - 1 - dense, -1):
+        assert t.shape[i] == 1 or t.stride(i) == expect, f"{name}: strides {t.stride()}"
+        expect *= t.shape[i]
+
+
+def _fp32_param(t: Any, name: str) -> None:
+    assert t is None or (t.dtype == torch.float32 and t.is_contiguous()), f"{name}: {t.dtype}"
+
+
+def _float_states(st_in: Any, st_out: torch.Tensor) -> None:
+    assert st_out.dtype in (torch.float32, torch.float16) and st_out.is_contiguous()
+    assert st_in is None or (st_in.dtype == st_out.dtype and st_in.is_contiguous() and st_in.shape == st_out.shape)
+
+
+def _up(t: Any) -> Any:
+    return None if t is None else t.float()
+
+
+def _aligned16(t: torch.Tensor) -> bool:
+    return t.data_ptr() % 16 == 0 and all((t.stride(i) * t.element_size()) % 16 == 0 for i in range(t.dim() - 1))
+
+
+def _float_ssd(i, o, opts) -> bool:
+    """As quamba_ssd: False (nothing written: cudaErrorNotSupported) outside ssd.h's set, else the reference."""
+    x, dt, A, B, C, chunk, D, state_in = i
+    y, st = o
+    for t, name in ((x, "x"), (B, "B"), (C, "C")):
+        _f16_act(t, name, 2)
+    assert dt.dtype in (torch.float16, torch.float32) and dt.stride(-1) == 1 and y.dtype == torch.float16
+    _fp32_param(A, "A")
+    _fp32_param(D, "D")
+    _float_states(state_in, st)
+    if B.shape[-1] not in (64, 128, 256) or x.shape[-1] % 16 or not all(_aligned16(t) for t in (x, B, C)):
+        return False
+    ry, rst = ssm.ssd_chunked(x.float(), dt.float(), A, B.float(), C.float(), chunk, D, _up(state_in))
+    y.copy_(ry)
+    st.copy_(rst)
+    return True
+
+
+def _float_ssd_state_update(i, o, opts):
+    state, x, dt, A, B, C, D = i
+    y, st = o
+    for t, name in ((x, "x"), (B, "B"), (C, "C")):
+        _f16_act(t, name, 2)
+    assert dt.dtype in (torch.float16, torch.float32) and y.dtype == torch.float16
+    _fp32_param(A, "A")
+    _fp32_param(D, "D")
+    _float_states(state, st)
+    ry, rst = ssm.ssd_state_update(state.float(), x.float(), dt.float(), A, B.float(), C.float(), D)
+    y.copy_(ry)
+    st.copy_(rst)
+
+
+def _float_selective_scan(i, o, opts):
+    u, delta, A, B, C, D, z, bias, softplus, state_in = i
+    y, st = o
+    for t, name in ((u, "u"), (delta, "delta"), (B, "B"), (C, "C")):
+        _f16_act(t, name)
+    assert z is None or _f16_act(z, "z") is None
+    assert y.dtype == torch.float16
+    for t, name in ((A, "A"), (D, "D"), (bias, "delta_bias")):
+        _fp32_param(t, name)
+    _float_states(state_in, st)
+    ry, rst = ssm.selective_scan(u.float(), delta.float(), A, B.float(), C.float(), D, _up(z), bias, softplus,
+                                 _up(state_in))
+    y.copy_(ry)
+    st.copy_(rst)
+
+
+def _float_selective_state_update(i, o, opts):
+    state, x, dt, A, B, C, D, z, bias, softplus = i
+    y, st = o
+    for t, name in ((x, "x"), (dt, "dt"), (B, "B"), (C, "C")):
+        _f16_act(t, name)
+    assert z is None or _f16_act(z, "z") is None
+    assert y.dtype == torch.float16
+    for t, name in ((A, "A"), (D, "D"), (bias, "dt_bias")):
+        _fp32_param(t, name)
+    _float_states(state, st)
+    ry, rst = ssm.selective_state_update(state.float(), x.float(), dt.float(), A, B.float(), C.float(), D, _up(z),
+                                         bias, softplus)
+    y.copy_(ry)
+    st.copy_(rst)
+
+
 def _linear_y(y: torch.Tensor, out_scale: Any) -> None:
     assert y.dtype == (torch.int8 if out_scale is not None else torch.float32), y.dtype
 
@@ -280,13 +381,18 @@ _IMPLS: dict[str, Callable] = {
     "quant_selective_state_update": _scan(ops.quant_selective_state_update),
     "quant_ssd": _ssd(ops.quant_ssd, decode=False),
     "quant_ssd_state_update": _ssd(ops.quant_ssd_state_update, decode=True),
+    "ssd": _float_ssd,
+    "ssd_state_update": _float_ssd_state_update,
+    "selective_scan": _float_selective_scan,
+    "selective_state_update": _float_selective_state_update,
 }
 
 
 class FakeKernels:
     """Stands in for ``torch.ops.quamba_kernels`` (on any device): each call is checked against the
     binding's schema (argument count and kinds; output and state dtypes), then the reference op computes
-    the result, written into the outputs as the kernel writes them (``y`` in fp16). ``calls`` counts the
+    the result, written into the outputs as the kernel writes them (``y`` in fp16). The float ``ssd`` answers
+    False (counted in ``unsupported``, nothing written) for what quamba_ssd does not take (ssd.h). ``calls`` counts the
     calls per op, ``row_calls`` the SSD calls given a compact state-scale table with ``state_scale_row``
     (expanded for the reference as the kernel indexes it); a call while exporting fails the test."""
 
@@ -294,17 +400,22 @@ class FakeKernels:
         self.schemas = binding_schemas()
         self.calls: Counter[str] = Counter()
         self.row_calls: Counter[str] = Counter()
+        self.unsupported: Counter[str] = Counter()
         assert set(self.schemas) == set(_IMPLS), sorted(self.schemas)
 
     def __getattr__(self, name: str) -> Callable:
-        if name.startswith("_") or name in ("schemas", "calls", "row_calls") or name not in self.schemas:
+        if name.startswith("_") or name in ("schemas", "calls", "row_calls", "unsupported") or name not in self.schemas:
             raise AttributeError(name)
         return functools.partial(self._call, name)
 
-    def _call(self, name: str, *args: Any) -> None:
+    def _call(self, name: str, *args: Any) -> Any:
         assert not exporting(), f"{name} called while exporting"
         ins, outs, opts = split_call(self.schemas[name], args)
-        _IMPLS[name](ins, outs, opts)
+        ret = _IMPLS[name](ins, outs, opts)
+        if ret is False:  # the float SSD prefill: "not supported", nothing written
+            self.unsupported[name] += 1
+            return False
         self.calls[name] += 1
         if opts.get("state_scale_row") is not None:
             self.row_calls[name] += 1
+        return ret

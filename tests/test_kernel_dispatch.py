@@ -43,7 +43,10 @@ def op_checks(monkeypatch):
     checked = {"calls": 0}
 
     def wrap(op: str):
-        dispatching, reference = getattr(kd, op), getattr(kd, "_ref_" + op.removeprefix("quant_"))
+        dispatching, reference = getattr(kd, op), getattr(kd, _reference_name(op))
+        # the float SSMs round fp32 inputs to fp16 (kernel_dispatch's policy): a looser bound, still far below
+        # the O(1) errors of a mis-mapped argument
+        tol = 2**-7 if op in FLOAT_SSM_OPS else 2**-10
 
         def run(*args, **kwargs):
             ref_args = [a.expand() if isinstance(a, kd.RowScales) else a for a in args]  # as the dispatch does
@@ -57,7 +60,7 @@ def op_checks(monkeypatch):
                     g = g.float()
                 assert (g.dtype, g.shape) == (w.dtype, w.shape), op
                 if g.is_floating_point():
-                    torch.testing.assert_close(g, w, rtol=2**-10, atol=2**-10 * float(w.abs().max()), msg=op)
+                    torch.testing.assert_close(g, w, rtol=tol, atol=tol * float(w.abs().max()), msg=op)
                 else:
                     assert torch.equal(g, w), op
             checked["calls"] += 1
@@ -68,6 +71,14 @@ def op_checks(monkeypatch):
     for op in kd.KERNEL_OPS:
         wrap(op)
     return checked
+
+
+FLOAT_SSM_OPS = ("ssd", "ssd_state_update", "selective_scan", "selective_state_update")
+
+
+def _reference_name(op: str) -> str:
+    """kernel_dispatch's name of an op's reference (the float SSMs': ``_ref_float_<op>``)."""
+    return "_ref_float_" + op if op in FLOAT_SSM_OPS else "_ref_" + op.removeprefix("quant_")
 
 
 def _ids(batch: int = 2, length: int = 21, seed: int = 3) -> torch.Tensor:
@@ -496,3 +507,153 @@ def test_fp16_handoffs_change_no_value(cpu_is_kernel_device, monkeypatch, bits, 
     assert set(seen) == {torch.float32}
     assert torch.equal(got, want) and torch.equal(step, want_step)
     assert all(torch.equal(a, b) for a, b in zip(state.conv + state.ssm, want_state.conv + want_state.ssm))
+
+
+# ---- the float SSMs (FP and W4A16 models) ---------------------------------------------------------------------
+
+
+def _float_ssm_args(op: str, dtype=torch.float16, b: int = 2, L: int = 5, h: int = 4, p: int = 16, g: int = 2,
+                    n: int = 64, e: int = 24, seed: int = 8):
+    """Random operands of a float SSM op in its reference's argument order (states fp32)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen).to(dtype)  # noqa: E731
+    pos = lambda *s: (torch.rand(*s, generator=gen) * 0.1 + 0.01).to(dtype)  # noqa: E731
+    if op == "ssd":
+        return (r(b, L, h, p), pos(b, L, h).float(), -torch.rand(h, generator=gen) - 0.5, r(b, L, g, n), r(b, L, g, n),
+                4, torch.randn(h, generator=gen), torch.randn(b, h, p, n, generator=gen))
+    if op == "ssd_state_update":
+        return (torch.randn(b, h, p, n, generator=gen), r(b, h, p), pos(b, h).float(), -torch.rand(h, generator=gen),
+                r(b, g, n), r(b, g, n), torch.randn(h, generator=gen))
+    A = -torch.rand(e, n, generator=gen) - 0.1
+    if op == "selective_scan":
+        return (r(b, L, e), r(b, L, e), A, r(b, L, n), r(b, L, n), torch.randn(e, generator=gen), r(b, L, e),
+                torch.randn(e, generator=gen), True, torch.randn(b, e, n, generator=gen))
+    return (torch.randn(b, e, n, generator=gen), r(b, e), r(b, e), A, r(b, n), r(b, n), torch.randn(e, generator=gen),
+            r(b, e), torch.randn(e, generator=gen), True)
+
+
+def _check_float(got, want, tol: float = 2**-9) -> None:
+    for g, w in zip(got, want):
+        assert (g.dtype, g.shape) == (w.dtype, w.shape)
+        torch.testing.assert_close(g.float(), w.float(), rtol=tol, atol=tol * float(w.float().abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16], ids=["fp16", "fp32", "bf16"])
+@pytest.mark.parametrize("op", FLOAT_SSM_OPS)
+def test_float_ssm_ops_dispatch(cpu_is_kernel_device, op, dtype):
+    """Each float SSM op reaches its kernel with the reference's arguments (the fake checks the binding's
+    dtypes: fp16 activations, contiguous fp32 parameters, fp32 states): y in the input's dtype, the state fp32,
+    the caller's state untouched; fp32 / bf16 inputs are rounded to fp16 (the documented policy)."""
+    args = _float_ssm_args(op, dtype)
+    fn, ref = getattr(kd, op), getattr(kd, _reference_name(op))
+    snapshot = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = fn(*args)
+    assert fake.calls == {op: 1} and kd.counts == {op: 1}
+    want = ref(*args)
+    assert got[1].dtype == torch.float32 and got[0].dtype == dtype
+    _check_float(got, want, 2**-9 if dtype == torch.float16 else 2**-7)
+    assert all(torch.equal(a, s) if isinstance(a, torch.Tensor) else a == s for a, s in zip(args, snapshot))
+
+
+@pytest.mark.parametrize("op", FLOAT_SSM_OPS)
+def test_float_ssm_fallbacks(cpu_is_kernel_device, op):
+    """Calls the kernels do not take run the reference unchanged, counted as fallbacks: fp64 inputs (the oracle
+    tests), inputs recording gradients (no backward), shapes outside the kernel's set; exporting runs the
+    reference without counting."""
+    fn, ref = getattr(kd, op), getattr(kd, _reference_name(op))
+    bad_shape = {"ssd": dict(n=16), "ssd_state_update": dict(n=8), "selective_scan": dict(n=300),
+                 "selective_state_update": dict(n=300)}[op]
+    grad = list(_float_ssm_args(op))
+    grad[2] = grad[2].clone().requires_grad_(True)  # A (or dt of ssd_state_update)
+    cases = [_float_ssm_args(op, torch.float64), tuple(grad), _float_ssm_args(op, **bad_shape)]
+    if op == "ssd":
+        cases += [_float_ssm_args(op, p=8), _float_ssm_args(op, p=24), _float_ssm_args(op, h=3, g=2)]
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        for args in cases:
+            if op == "ssd" and args[1].shape[-1] % args[3].shape[-2]:
+                with pytest.raises(ValueError):  # the reference's own message
+                    fn(*args)
+                continue
+            got, want = fn(*args), ref(*args)
+            assert all(torch.equal(gg.detach(), w.detach()) for gg, w in zip(got, want))
+    assert not fake.calls and kd.counts == {op + ":reference": len(cases)}
+    kd.counts.clear()
+    with kd.use_kernels(fake), export_dtype(torch.float32):
+        if op in ("ssd", "selective_scan"):  # the prefill ops emit their ONNX node while exporting
+            fn(*_float_ssm_args(op, torch.float32))
+    assert not fake.calls and not kd.counts
+
+
+def test_float_ssd_unsupported_answer_falls_back(cpu_is_kernel_device, monkeypatch):
+    """A kernel answer of "not supported" (ssd.h: cudaErrorNotSupported, e.g. a device without the shared
+    memory) runs the reference, recounted as a fallback (``ssd:reference`` and ``ssd:unsupported``)."""
+    import kernel_dispatch_helpers as kh
+
+    monkeypatch.setitem(kh._IMPLS, "ssd", lambda i, o, opts: False)
+    args = _float_ssm_args("ssd")
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = kd.ssd(*args)
+    want = kd._ref_float_ssd(*args)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert fake.unsupported == {"ssd": 1} and not fake.calls
+    assert kd.counts == {"ssd:reference": 1, "ssd:unsupported": 1}
+
+
+def test_float_ssd_views_reach_the_kernel(cpu_is_kernel_device):
+    """Strided views (x / B / C split out of one [B, L, E + 2GN] activation, as the model passes them; an odd
+    element offset that breaks the 16-byte alignment; a strided dt) still reach the kernel: the dispatch copies
+    what ssd.h would refuse (the fake answers False for unaligned rows, which would fail this test)."""
+    b, L, h, p, g, n = 2, 7, 4, 16, 2, 64
+    e, gn = h * p, g * n
+    gen = torch.Generator().manual_seed(2)
+    for pad in (0, 1):
+        xbc = torch.randn(b, L, pad + e + 2 * gn, generator=gen).half()[..., pad:]
+        x, B, C = xbc.split([e, gn, gn], dim=-1)
+        args = (x.reshape(b, L, h, p), torch.rand(b, L, 2 * h, generator=gen)[..., ::2] * 0.1,
+                -torch.rand(h, generator=gen), B.reshape(b, L, g, n), C.reshape(b, L, g, n), 8, None, None)
+        fake = FakeKernels()
+        kd.counts.clear()
+        with kd.use_kernels(fake):
+            got = kd.ssd(*args)
+        assert fake.calls == {"ssd": 1} and not fake.unsupported and kd.counts == {"ssd": 1}
+        _check_float(got, kd._ref_float_ssd(*args))
+
+
+def _fp_kernel_model(arch: str) -> torch.nn.Module:
+    """tiny_fp with shapes every float SSM kernel takes (kernel_config: Mamba2 d_state 64, headdim 16)."""
+    from kernel_dispatch_helpers import tiny_fp
+
+    return tiny_fp(arch)
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_fp_model_runs_the_float_kernels(cpu_is_kernel_device, op_checks, arch):
+    """The FP model's SSM goes through the dispatch: prefill and decode on the float kernels (the fake), each
+    call checked op by op against the reference, logits close; the reference when off; no kernel call while
+    exporting."""
+    from kernel_dispatch_helpers import float_ssm_ops
+
+    model = _fp_kernel_model(arch)
+    ids = _ids(length=9)
+    with torch.inference_mode():  # as the torch backend (a forward recording gradients keeps the reference)
+        ref, ref_state = model(ids, return_state=True)
+        fake = FakeKernels()
+        with kd.use_kernels(fake):
+            got, state = model(ids, return_state=True)
+            tok = ref[:, -1].argmax(-1)
+            step, _ = model.step(tok, state)
+        ref_step, _ = model.step(tok, ref_state)
+    _close(got, ref)
+    _close(step, ref_step)
+    assert set(fake.calls) == float_ssm_ops(arch, False) | float_ssm_ops(arch, True) and not _fallbacks()
+    assert fake.calls[next(iter(float_ssm_ops(arch, False)))] == model.config.n_layer
+    assert op_checks["calls"] == 4 * model.config.n_layer  # every call (kernels on or off) checked
+    kd.counts.clear()
+    fake = FakeKernels()
+    with torch.inference_mode(), kd.use_kernels(fake), export_dtype(torch.float32):
+        model(ids)
+    assert not fake.calls and not kd.counts

@@ -1,4 +1,4 @@
-"""The chunked quant_ssd kernel (plugins/kernels/quant_ssd.cu, ssdc::chunked_kernel) run on the CPU: its own
+"""The chunked quant_ssd kernel (quamba_kernels/ssd_chunked.cuh as quant_ssd.cu instantiates it) run on the CPU: its own
 source compiled as host C++ by tests/ssd_chunked_emu/emu.cpp (fibers for its 128 threads, stand-ins of
 mma.sync / ldmatrix / cp.async / shfl written from the PTX fragment tables), against the reference op
 (quamba_edge.ops.quant_ssd) with the bounds the GPU tests assert (tests/gpu/ssd_helpers.py). This checks the
@@ -8,11 +8,7 @@ own behaviour (the GPU tests do). Skipped without g++ or the CUDA headers (cuda_
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import zlib
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,23 +19,13 @@ pytestmark = pytest.mark.slow  # ~20 s on a 2-core CPU (the emulated threads swi
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "gpu"))
+sys.path.insert(0, str(REPO / "tests" / "ssd_chunked_emu"))
 
 from gpu_helpers import POISON  # noqa: E402
+from emu_lib import check_layout, load_emulator  # noqa: E402
 from ssd_helpers import INF, check_chunked, ssd_bound_terms  # noqa: E402
 
 from quamba_edge.ops.quant_ssd import quant_ssd as ref_ssd  # noqa: E402
-
-EMU = REPO / "tests" / "ssd_chunked_emu" / "emu.cpp"
-KERNEL = REPO / "plugins" / "kernels" / "quant_ssd.cu"
-INCLUDE = REPO / "plugins" / "kernels" / "include"
-
-
-def _cuda_include() -> Path | None:
-    for d in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if d and (Path(d) / "include" / "cuda_fp16.h").is_file():
-            return Path(d) / "include"
-    return None
-
 
 class Params(ctypes.Structure):
     """Mirror of QuambaQuantSSDParams (quamba_kernels/quant_ssd.h); checked against the C offsets below."""
@@ -62,25 +48,8 @@ class Params(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def emu():
-    gxx, inc = shutil.which("g++"), _cuda_include()
-    if gxx is None or inc is None:
-        pytest.skip("needs g++ and the CUDA headers (cuda_fp16.h)")
-    src = EMU.read_bytes() + KERNEL.read_bytes() + b"".join(p.read_bytes() for p in sorted(INCLUDE.rglob("*.*h")))
-    out = REPO / "build" / "ssd_chunked_emu" / f"emu_{hashlib.sha256(src).hexdigest()[:16]}.so"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        cmd = [gxx, "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
-               f"-I{inc}", f"-I{INCLUDE}", str(EMU), "-o", str(tmp)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-4000:]
-        tmp.replace(out)
-    lib = ctypes.CDLL(str(out))
-    buf = (ctypes.c_longlong * 64)()
-    n = lib.emu_params_layout(buf, 64)
-    offs = [getattr(Params, f).offset for f, _ in Params._fields_] + [ctypes.sizeof(Params)]
-    assert list(buf[:n]) == offs, "the ctypes mirror of QuambaQuantSSDParams is stale"
-    lib.emu_error.restype = ctypes.c_char_p
+    lib = load_emulator()
+    check_layout(lib.emu_params_layout, Params)
     return lib
 
 

@@ -381,6 +381,68 @@ def test_enqueue_refuses_bad_shapes_itself(harness):
     _expect_failure(harness, scan, r"enqueue: input 'dt_q' has shape .* L = ", inputs=ins, raw_enqueue=True)
 
 
+def test_float_ssd_shape_limits_fail_at_build(harness):
+    """SSD: a node that may run prefill (L > 1) with shapes quamba_ssd does not take (d_state N outside {64, 128,
+    256}, headdim P not a multiple of 16; the kernel would return cudaErrorNotSupported and TensorRT has no
+    reference to fall back on) is refused at configurePlugin, naming the limit; decode (L = 1) takes N = 16 .. 256
+    in steps of 16 and any P; nheads must be a multiple of ngroups."""
+    from trt_plugin_cases import float_ssd
+
+    def case_outs(c):
+        return c, [Tensor(dt, shape) for dt, shape in c.output_specs()]
+
+    c, outs = case_outs(float_ssd(2, 7, 8, 32, 2, 16))
+    _expect_failure(harness, c, r"configurePlugin failed.*prefill \(L = 7 > 1\) runs quamba_ssd, which takes d_state N "
+                    r"in \{64, 128, 256\}; this node has N = 16", outputs=outs)
+    c, outs = case_outs(float_ssd(1, 5, 4, 24, 1, 64))
+    _expect_failure(harness, c, r"configurePlugin failed.*prefill \(L = 5 > 1\) runs quamba_ssd, which takes headdim P "
+                    r"a multiple of 16; this node has P = 24", outputs=outs)
+    for c in (float_ssd(3, 1, 8, 24, 2, 16), float_ssd(3, 1, 4, 8, 1, 48)):  # decode: the state-update kernel
+        harness.run(c.op, c.fields(), c.input_tensors(), _outs(c), build_only=True)
+    c = float_ssd(3, 1, 4, 16, 1, 8)
+    _expect_failure(harness, c, r"configurePlugin failed.*d_state N = 8 is not supported: the SSD kernels take a "
+                    r"multiple of 16 in 16\.\.256")
+    c = float_ssd(2, 6, 6, 16, 4, 64)
+    _expect_failure(harness, c, r"configurePlugin failed.*nheads H = 6 is not a multiple of ngroups G = 4")
+    ssd = find(CASES, "SSD")
+    _expect_failure(harness, ssd, r"createPlugin\(kBUILD\) returned null.*chunk_size must be >= 1, got 0",
+                    fields={**ssd.fields(), "chunk_size": 0})
+
+
+def test_float_selective_scan_limits(harness):
+    scan = find(CASES, "SelectiveScan")
+    _expect_failure(harness, scan, r"createPlugin\(kBUILD\) returned null.*delta_softplus must be 0 or 1, got 2",
+                    fields={**scan.fields(), "delta_softplus": 2})
+    ins = scan.input_tensors()
+    for i in (2, 3, 4):  # A [E, 300], B / C [B, L, 300]
+        ins[i].dims = (*ins[i].dims[:-1], 300)
+    ins[8].dims = (*ins[8].dims[:-1], 300)
+    outs = _outs(scan)
+    outs[1].dims = ins[8].dims
+    _expect_failure(harness, scan, r"configurePlugin failed.*d_state N = 300 is outside the kernels' 1\.\.256",
+                    inputs=ins, outputs=outs)
+
+
+@pytest.mark.parametrize("op", ["SSD", "SelectiveScan"])
+def test_float_scans_take_float16_only(harness, op):
+    """T is float16 in TensorRT and the kernels take fp16 activations only: a float32 activation (the ONNX
+    Runtime graph's T) is refused; so is a float32 state, which the record (state T) does not give."""
+    from trt_plugin_cases import float_state_dtypes
+
+    case = find(CASES, op)
+    ins = case.input_tensors()
+    ins[0].dtype = "float32"
+    _expect_failure(harness, case, rf"getOutputDataTypes failed.*unsupported dtypes \({case.record.inputs[0].name} "
+                    r"float32", inputs=ins)
+    assert float_state_dtypes(op) == ["float16"]
+    ins = case.input_tensors()
+    ins[-1].dtype = "float32"
+    _expect_failure(harness, case, r"unsupported dtypes", inputs=ins)
+    ins = case.input_tensors()
+    ins[2].dtype = "float16"  # A is float32 in every variant
+    _expect_failure(harness, case, r"unsupported dtypes", inputs=ins)
+
+
 # ---- real exports, as the ONNX parser hands their nodes over -------------------------------------------------
 
 
@@ -393,16 +455,19 @@ def fp16_exports(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trt-onnx")
     out = {}
-    # the W8A8 recipes, plus W4A8 (Mamba1: W4A8 linears and the W8A8 dt_proj) and W4A16 (Mamba2)
+    # the W8A8 recipes, plus W4A8 (Mamba1: W4A8 linears and the W8A8 dt_proj), W4A16 (both: the float SSD /
+    # SelectiveScan nodes) and the unquantized fp16 models (recipe None). Mamba2's d_state 64: the float SSD's
+    # prefill kernel takes N in {64, 128, 256} only (test_float_ssd_shape_limits_fail_at_build)
     for arch, recipe, bits in (("mamba1", "quamba", "w8a8"), ("mamba1", "quamba2", "w8a8"),
                                ("mamba2", "quamba2", "w8a8"), ("mamba1", "quamba2", "w4a8"),
-                               ("mamba2", "quamba2", "w4a16")):
-        kw = dict(d_state=16, headdim=16, ngroups=2, chunk_size=8) if arch == "mamba2" else dict(d_state=8)
+                               ("mamba2", "quamba2", "w4a16"), ("mamba1", "quamba2", "w4a16"),
+                               ("mamba1", None, "fp16"), ("mamba2", None, "fp16")):
+        kw = dict(d_state=64, headdim=16, ngroups=2, chunk_size=8) if arch == "mamba2" else dict(d_state=8)
         torch.manual_seed(0)
         fp = MambaLM(MambaConfig(arch=arch, d_model=64, n_layer=1, vocab_size=256, **kw)).eval()
         calib = [torch.randint(0, 256, (1, 32)) for _ in range(2)]
-        model = quantize_model(fp, recipe, bits, calib)
-        key = f"{arch}-{recipe}" + ("" if bits == "w8a8" else f"-{bits}")
+        model = fp if recipe is None else quantize_model(fp, recipe, bits, calib)
+        key = f"{arch}-fp16" if recipe is None else f"{arch}-{recipe}" + ("" if bits == "w8a8" else f"-{bits}")
         d = export_model(model, root / key, dtype="fp16")
         out[key] = onnx.load(str(d / "model.onnx"))
     return out
@@ -472,7 +537,7 @@ def test_fold_host_scales_copies_every_scalar_scale(fp16_exports):
                 assert a.type == onnx.AttributeProto.FLOAT
                 assert np.float32(a.f) == inits[n.input[i]].reshape(())
                 n_checked += 1
-        assert n_checked >= (0 if key.endswith("w4a16") else 5), key  # W4A16 has no A8 op
+        assert n_checked >= (0 if key.endswith(("w4a16", "fp16")) else 5), key  # W4A16 / fp16: no A8 op
         again = fold_host_scales(copy.deepcopy(folded))  # idempotent
         assert again == folded
 
@@ -557,7 +622,8 @@ def test_fold_refuses_a_scale_that_is_not_constant(fp16_exports):
 @pytest.mark.parametrize("length", [5, 1], ids=["prefill", "decode"])
 def test_every_exported_plugin_node_builds(harness, fp16_exports, length):
     """Each plugin node of the fp16 exports (Mamba1 fp16-state and int8-state scans, Mamba2 SSD, conv,
-    norms, Hadamard), with its folded attributes and the graph's dtypes and shapes, passes the build phase."""
+    norms, Hadamard, the linears and embeddings, the float SSD / SelectiveScan of the W4A16 and unquantized fp16
+    models), with its folded attributes and the graph's dtypes and shapes, passes the build phase."""
     import copy
 
     seen = set()
@@ -566,6 +632,8 @@ def test_every_exported_plugin_node_builds(harness, fp16_exports, length):
             harness.run(op, fields, ins, outs, build_only=True)
             if op in ("QuantSSD", "QuantSelectiveScan"):
                 seen.add((op, ins[-2].dtype))
+            elif op in ("SSD", "SelectiveScan"):  # the state (the record's T)
+                seen.add((op, ins[-1].dtype))
             elif op in ("W8A8Linear", "W4A8Linear"):
                 seen.add((op, outs[0].dtype))
             elif op == "QuantEmbedding":
@@ -574,6 +642,7 @@ def test_every_exported_plugin_node_builds(harness, fp16_exports, length):
                 seen.add((op, ""))
     assert {op for op, _ in seen} == {r.name for r in plugin_ops()}
     assert ("QuantSelectiveScan", "float16") in seen and ("QuantSelectiveScan", "int8") in seen
+    assert ("SSD", "float16") in seen and ("SelectiveScan", "float16") in seen  # fp16 and W4A16 exports
     for op in ("W8A8Linear", "W4A8Linear"):  # in_proj / x_proj (int8 out) and out_proj / lm_head (float16 out)
         assert (op, "int8") in seen and (op, "float16") in seen
     assert ("QuantEmbedding", 8) in seen and ("QuantEmbedding", 4) in seen  # quamba2 W8A8 / W4A8 and W4A16
@@ -764,6 +833,35 @@ def test_enqueue_hands_each_kernel_its_tensors(fake, case):
                 assert ws != "0x0" and kv["state_in"] == ws and kv["state_out"] == ws and w["float_to_half"]["in"] == ws
                 assert w["half_to_float"]["in"] == _p(inp[16]) and w["float_to_half"]["out"] == _p(out[1])
                 assert int(w["half_to_float"]["n"]) == int(w["float_to_half"]["n"]) == b * e * n
+        elif case.op == "SSD":
+            (name, kv), = work
+            b, l, h, p = sh[0]
+            g, n = sh[3][2], sh[3][3]
+            assert name == ("ssd_state_update" if l == 1 else "ssd")
+            _check_ints(kv, dict(batch=b, nheads=h, headdim=p, ngroups=g, dstate=n, dt_type=1,
+                                 state_type=3 if case.inputs[6].dtype == torch.float16 else 2,
+                                 x_batch_stride=l * h * p, dt_batch_stride=l * h, B_batch_stride=l * g * n,
+                                 C_batch_stride=l * g * n, y_batch_stride=l * h * p))
+            if l > 1:
+                _check_ints(kv, dict(seqlen=l, chunk_size=f["chunk_size"], x_seq_stride=h * p, dt_seq_stride=h,
+                                     B_seq_stride=g * n, C_seq_stride=g * n, y_seq_stride=h * p))
+            _check_ptrs(kv, dict(x=inp[0], dt=inp[1], A=inp[2], B=inp[3], C=inp[4], D=inp[5], state_in=inp[6],
+                                 y=out[0], state_out=out[1]))
+        elif case.op == "SelectiveScan":
+            (name, kv), = work
+            b, l, e = sh[0]
+            n = sh[2][1]
+            assert name == ("selective_state_update" if l == 1 else "selective_scan"), names
+            strides = dict(u_stride_b=l * e, delta_stride_b=l * e, B_stride_b=l * n, C_stride_b=l * n,
+                           z_stride_b=l * e, y_stride_b=l * e)
+            if l > 1:
+                strides.update(u_stride_l=e, delta_stride_l=e, B_stride_l=n, C_stride_l=n, z_stride_l=e, y_stride_l=e,
+                               seqlen=l)
+            _check_ints(kv, dict(batch=b, dim=e, dstate=n, delta_softplus=f["delta_softplus"],
+                                 state_type=3 if case.inputs[8].dtype == torch.float16 else 2, **strides))
+            # the fp16 state goes to the kernels as it is (no conversion passes, unlike QuantSelectiveScan)
+            _check_ptrs(kv, dict(u=inp[0], delta=inp[1], A=inp[2], Bm=inp[3], Cm=inp[4], D=inp[5], z=inp[6],
+                                 delta_bias=inp[7], state_in=inp[8], y=out[0], state_out=out[1]))
         elif case.op in ("W8A8Linear", "W4A8Linear", "W4A16Linear"):
             (name, kv), = work
             b, l, k = sh[0]
@@ -835,6 +933,56 @@ def test_linears_write_nothing_for_no_tokens(fake, op):
     calls()
     h.run(case.op, case.fields(), ins, outs, raw_enqueue=True)
     assert calls() == []
+
+
+def test_float_ssd_prefill_refuses_misaligned_rows(fake):
+    """quamba_ssd reads x / B / C rows in 16-byte chunks and writes y in pairs: enqueue refuses a start off those
+    alignments (and calls no kernel) instead of handing the kernel a call it answers with cudaErrorNotSupported;
+    decode (quamba_ssd_state_update) takes any alignment."""
+    h, calls = fake
+    case = next(c for c in CASES if c.op == "SSD" and "-L7-" in c.id)
+    for pos, name, off in ((0, "input 'x'", 8), (3, "input 'B'", 2), (4, "input 'C'", 4), (None, "output 'y'", 2)):
+        ins = case.input_tensors()
+        for i, t in enumerate(ins):
+            t.data = IN_BASE * (i + 1) + (off if i == pos else 0)
+        outs = [Tensor(dt, shape, OUT_BASE + IN_BASE * i + (off if pos is None and i == 0 else 0))
+                for i, (dt, shape) in enumerate(case.output_specs())]
+        calls()
+        with pytest.raises(HarnessError, match=rf"enqueue: {name} at 0x[0-9a-f]+ is not (16|4)-byte aligned, which "
+                           r"quamba_ssd \(prefill\) needs"):
+            h.run(case.op, case.fields(), ins, outs, raw_enqueue=True)
+        assert [n for n, _ in calls() if not n.startswith("cuda")] == []
+    case = next(c for c in CASES if c.op == "SSD" and "-L1-" in c.id)
+    ins = case.input_tensors()
+    for i, t in enumerate(ins):
+        t.data = IN_BASE * (i + 1) + 2
+    calls()
+    h.run(case.op, case.fields(), ins, [Tensor(dt, shape, OUT_BASE + IN_BASE * i)
+                                        for i, (dt, shape) in enumerate(case.output_specs())], raw_enqueue=True)
+    ((name, kv),) = calls()
+    assert name == "ssd_state_update" and kv["x"] == hex(IN_BASE + 2)
+
+
+@pytest.mark.parametrize("op", ["SSD", "SelectiveScan", "QuantSSD", "QuantSelectiveScan"])
+def test_scans_copy_the_state_for_no_tokens(fake, op):
+    """L = 0 (an empty prompt): the state passes through (one device copy of the whole state), no kernel runs."""
+    h, calls = fake
+    case = find(CASES, op)
+    ins = case.input_tensors()
+    for i, t in enumerate(ins):
+        t.data = IN_BASE * (i + 1)
+        if case.record.inputs[i].shape.startswith("[B, L"):
+            t.dims = (t.dims[0], 0, *t.dims[2:])
+    specs = case.output_specs()
+    outs = [Tensor(specs[0][0], (specs[0][1][0], 0, *specs[0][1][2:]), OUT_BASE),
+            Tensor(specs[1][0], specs[1][1], OUT_BASE + IN_BASE)]
+    calls()
+    h.run(case.op, case.fields(), ins, outs, raw_enqueue=True)
+    k = [p.name for p in case.record.inputs].index("state_in")
+    state = case.inputs[k]
+    ((name, kv),) = calls()
+    assert name == "cudaMemcpyAsync" and kv["src"] == hex(IN_BASE * (k + 1)) and kv["dst"] == hex(OUT_BASE + IN_BASE)
+    assert int(kv["bytes"]) == state.numel() * state.element_size()
 
 
 def test_field_log_records_what_each_creator_received(harness, tmp_path, monkeypatch):

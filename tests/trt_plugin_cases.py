@@ -6,6 +6,7 @@ TensorRT dtypes (uint8 packed weights as int8, the same bytes: trt_fields.TRT_CA
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -195,6 +196,52 @@ def selective_scan(b, l, e, n, state="int8", *, device="cpu", seed=0) -> Case:
     return Case("QuantSelectiveScan", f"B{b}-L{l}-E{e}-N{n}-{state}", ins)
 
 
+def float_state_dtypes(op: str) -> list[str]:
+    """The state dtypes the TensorRT variants of a float scan op (SSD, SelectiveScan) take: the record's state is
+    T, so float16 alone with T = float16 (the kernels could also keep a float32 state, QUAMBA_SSD_STATE_F32; a
+    record that gave the state such a variant would add those cases here)."""
+    rec = registry.get(op)
+    k = [p.name for p in rec.inputs].index("state_in")
+    return sorted({row[k] for row in variants(rec)})
+
+
+def float_ssd(b, l, h, p, gr, n, state="float16", *, d=True, chunk_size=256, device="cpu", seed=0) -> Case:
+    """SSD inputs as the fp16 graph hands them over: x, B, C fp16; dt fp16 already softplus'ed and clamped
+    (0.001 .. 0.1, Mamba2's dt range); A = -exp(A_log) fp32 with A_log ~ log(1 .. 16); D fp32 (zeros when the
+    layer has none); the state in ``state`` (the record's T)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    ins = [torch.randn(b, l, h, p, generator=g, device=device).half(),
+           _u(g, b, l, h, lo=0.001, hi=0.1, device=device).half(),
+           -torch.exp(_u(g, h, lo=0.0, hi=math.log(16.0), device=device)),
+           torch.randn(b, l, gr, n, generator=g, device=device).half(),
+           torch.randn(b, l, gr, n, generator=g, device=device).half(),
+           _u(g, h, lo=0.5, hi=1.5, device=device) if d else torch.zeros(h, device=device),
+           (torch.randn(b, h, p, n, generator=g, device=device) * 2.0).to(TORCH_DTYPE[state])]
+    return Case("SSD", f"B{b}-L{l}-H{h}-P{p}-G{gr}-N{n}-{state}" + ("" if d else "-noD"), ins,
+                {"chunk_size": chunk_size})
+
+
+def float_selective_scan(b, l, e, n, state="float16", *, delta_softplus=1, device="cpu", seed=0) -> Case:
+    """SelectiveScan inputs as the fp16 graph hands them over: u, delta (dt_proj output without its bias), B, C,
+    z fp16; A = -exp(A_log) fp32 with A_log ~ log(1 .. N); D, delta_bias fp32 (softplus(delta + bias) around
+    Mamba1's 0.001 .. 0.1; with delta_softplus = 0, delta + bias is that range directly); the state in ``state``."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    ar = torch.arange(1, n + 1, dtype=torch.float32, device=device)
+    a = -torch.exp(torch.log(ar).repeat(e, 1) + 0.2 * torch.rand(e, n, device=device, generator=g))
+    if delta_softplus:
+        delta = (0.5 * torch.randn(b, l, e, generator=g, device=device)).half()
+        bias = _u(g, e, lo=-6.0, hi=-2.3, device=device)  # softplus^-1 of ~0.0025 .. 0.1
+    else:
+        delta = _u(g, b, l, e, lo=0.001, hi=0.08, device=device).half()
+        bias = _u(g, e, lo=0.0, hi=0.02, device=device)
+    ins = [torch.randn(b, l, e, generator=g, device=device).half(), delta, a,
+           torch.randn(b, l, n, generator=g, device=device).half(), torch.randn(b, l, n, generator=g, device=device).half(),
+           _u(g, e, lo=0.5, hi=1.5, device=device), torch.randn(b, l, e, generator=g, device=device).half(), bias,
+           (torch.randn(b, e, n, generator=g, device=device) * 2.0).to(TORCH_DTYPE[state])]
+    return Case("SelectiveScan", f"B{b}-L{l}-E{e}-N{n}-{state}" + ("" if delta_softplus else "-nosoftplus"), ins,
+                {"delta_softplus": delta_softplus})
+
+
 # ---- linears ----------------------------------------------------------------------------------------------
 
 _I8_STD = 73.9  # std of int8 codes uniform on [-128, 127]
@@ -298,6 +345,24 @@ for _state in ("int8", "float16"):
               (ssd, (2, 100, 4, 64, 1, 128, _state), {}),  # L >= 32, P % 16 == 0, N 128: the chunked kernel
               (selective_scan, (2, 9, 64, 16, _state), {}), (selective_scan, (3, 1, 96, 16, _state), {}),
               (selective_scan, (1, 40, 32, 8, _state), {}), (selective_scan, (4, 1, 48, 32, _state), {})]
+
+
+# the float scans (fp16 baseline and W4A16 models): prefill shapes inside quamba_ssd's limits (N in {64, 128, 256},
+# P % 16 == 0; the bundled mamba2-ref's H 16, P 32, G 2, N 64; several chunks), decode shapes down to N = 16 and
+# an odd headdim (quamba_ssd_state_update takes those); Mamba1's d_state 16 and 8, the bundled mamba1-ref's E 768
+for _state in float_state_dtypes("SSD"):
+    SPECS += [(float_ssd, (2, 7, 8, 32, 2, 64, _state), {}), (float_ssd, (3, 1, 8, 32, 2, 64, _state), {}),
+              (float_ssd, (1, 70, 4, 16, 1, 128, _state), {"d": False, "chunk_size": 32}),
+              (float_ssd, (2, 1, 16, 24, 8, 16, _state), {"d": False}),
+              (float_ssd, (2, 100, 16, 32, 2, 64, _state), {}), (float_ssd, (1, 1, 16, 32, 2, 64, _state), {}),
+              (float_ssd, (2, 40, 4, 16, 1, 128, _state), {"chunk_size": 16}),
+              (float_ssd, (1, 300, 4, 64, 2, 256, _state), {})]
+for _state in float_state_dtypes("SelectiveScan"):
+    SPECS += [(float_selective_scan, (2, 9, 64, 16, _state), {}), (float_selective_scan, (3, 1, 96, 16, _state), {}),
+              (float_selective_scan, (1, 40, 32, 8, _state), {}), (float_selective_scan, (4, 1, 48, 32, _state), {}),
+              (float_selective_scan, (2, 33, 768, 16, _state), {}),
+              (float_selective_scan, (2, 5, 64, 16, _state), {"delta_softplus": 0}),
+              (float_selective_scan, (2, 1, 64, 16, _state), {"delta_softplus": 0})]
 
 
 for _bl in (LINEAR_PREFILL, LINEAR_DECODE):

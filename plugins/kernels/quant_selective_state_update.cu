@@ -41,13 +41,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kMagicI8 = 8388736.0f;      // 2^23 + 128: bits 0x4B0000uu hold 2^23 + (q + 128)
 constexpr float kMagicRound = 12582912.0f;  // 1.5 * 2^23: x + it rounds x to an integer (half to even)
 
-// 2^x; ftz: results below 2^-126 flush to 0 (exp2f adds a scaling path for them: 3 more instructions)
-__device__ __forceinline__ float ex2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // byte k of w = word ^ 0x80808080 as a float: bits 0x4B0000uu = 2^23 + (q + 128), minus kMagicI8 (exact)
 __device__ __forceinline__ float i8_byte_to_f32(int w, int magic, int k) {
   return __int_as_float(__byte_perm(w, magic, 0x7440 | k)) - kMagicI8;

@@ -38,6 +38,8 @@
 namespace quamba {
 namespace {
 
+using m2::group_magic;
+using m2::group_of;
 using m2::mamba2_A;
 using m2::mamba2_delta;
 
@@ -67,12 +69,6 @@ __device__ __forceinline__ float rcp_ftz(float s) {
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(s));
   return r;
-}
-
-// h / heads_per_group with gdiv = ceil(2^32 / hpg) (0 for hpg = 1): exact for h < 2^16, since
-// h * (gdiv * hpg - 2^32) < 2^16 * hpg.
-__device__ __forceinline__ int group_of(int h, uint32_t gdiv) {
-  return gdiv ? static_cast<int>(__umulhi(static_cast<uint32_t>(h), gdiv)) : h;
 }
 
 // One packed int8 word as 4 dequantized values.
@@ -384,12 +380,6 @@ __global__ void __launch_bounds__(THREADS)
       }
     }
   }
-}
-
-uint32_t group_magic(int heads_per_group) {
-  return heads_per_group == 1 ? 0u
-                              : static_cast<uint32_t>(((uint64_t(1) << 32) + uint64_t(heads_per_group) - 1) /
-                                                      uint64_t(heads_per_group));
 }
 
 template <int NPT, int THREADS>

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .config import MambaConfig
-from .ssm import causal_conv1d, selective_scan, selective_state_update
+from .ssm import causal_conv1d
 
 
 class Mamba1Mixer(nn.Module):
@@ -69,14 +69,20 @@ class Mamba1Mixer(nn.Module):
              ssm_state: Tensor | None) -> tuple[Tensor, Tensor]:
         """Selective scan over a sequence; returns (y gated by z ``[B, L, E]``, final state)."""
         A = -torch.exp(self.A_log.float())
-        return selective_scan(x, dt, A, B, C, self.D, z, delta_bias=self.dt_proj.bias,
-                              delta_softplus=True, initial_state=ssm_state)
+        from ..ops import kernel_dispatch  # here, not at the top: quamba_edge.ops imports this package
+
+        # ssm.selective_scan, or the CUDA kernel inside kernel_dispatch.use_kernels (the torch-cuda backend)
+        return kernel_dispatch.selective_scan(x, dt, A, B, C, self.D, z, delta_bias=self.dt_proj.bias,
+                                              delta_softplus=True, initial_state=ssm_state)
 
     def _ssm_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, z: Tensor,
                   ssm_state: Tensor) -> tuple[Tensor, Tensor]:
         """One token (x, dt, z ``[B, E]``; B, C ``[B, N]``); returns (y ``[B, E]``, new state)."""
         A = -torch.exp(self.A_log.float())
-        return selective_state_update(ssm_state, x, dt, A, B, C, self.D, z, self.dt_proj.bias, True)
+        from ..ops import kernel_dispatch
+
+        return kernel_dispatch.selective_state_update(ssm_state, x, dt, A, B, C, self.D, z, self.dt_proj.bias,
+                                                      True)  # ssm.selective_state_update / kernel
 
     # ---- forward ---------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .config import MambaConfig
-from .ssm import causal_conv1d, gated_rms_norm, mamba2_dt, ssd_chunked, ssd_state_update
+from .ssm import causal_conv1d, gated_rms_norm, mamba2_dt
 
 
 class GatedRMSNorm(nn.Module):
@@ -91,14 +91,19 @@ class Mamba2Mixer(nn.Module):
         """SSD over a sequence: x ``[B, L, H, P]``, dt_raw ``[B, L, H]``, B/C ``[B, L, G, N]``."""
         A = -torch.exp(self.A_log.float())
         dt = mamba2_dt(dt_raw, self.dt_bias, self.dt_limit)
-        return ssd_chunked(x, dt, A, B, C, self.chunk_size, self.D, ssm_state)
+        from ..ops import kernel_dispatch  # here, not at the top: quamba_edge.ops imports this package
+
+        # ssm.ssd_chunked, or the CUDA kernel inside kernel_dispatch.use_kernels (the torch-cuda backend)
+        return kernel_dispatch.ssd(x, dt, A, B, C, self.chunk_size, self.D, ssm_state)
 
     def _ssm_step(self, x: Tensor, dt_raw: Tensor, B: Tensor, C: Tensor,
                   ssm_state: Tensor) -> tuple[Tensor, Tensor]:
         """One token: x ``[B, H, P]``, dt_raw ``[B, H]``, B/C ``[B, G, N]``."""
         A = -torch.exp(self.A_log.float())
         dt = mamba2_dt(dt_raw, self.dt_bias, self.dt_limit)
-        return ssd_state_update(ssm_state, x, dt, A, B, C, self.D)
+        from ..ops import kernel_dispatch
+
+        return kernel_dispatch.ssd_state_update(ssm_state, x, dt, A, B, C, self.D)  # ssm.ssd_state_update / kernel
 
     def _norm(self, y: Tensor, z: Tensor) -> Tensor:
         return self.norm(y, z)

@@ -1,6 +1,9 @@
-"""Kernel dispatch: the quantized model's calls of the kernel-backed ops go to the CUDA kernels when on.
+"""Kernel dispatch: the models' calls of the kernel-backed ops go to the CUDA kernels when on.
 
-The quantized model (``quamba_edge/quant/q*.py``) calls these ops through this module. Each function has
+The quantized model (``quamba_edge/quant/q*.py``) calls these ops through this module; the float SSM ops
+(:func:`ssd`, :func:`ssd_state_update`, :func:`selective_scan`, :func:`selective_state_update`, reference
+``quamba_edge.models.ssm``) are called by the FP models (``quamba_edge/models/mamba*.py``) and the W4A16
+mixers. Each function has
 its reference op's signature and returns what the reference returns (shapes and dtypes: the kernels' fp16
 ``y`` is handed back as fp32). It runs the kernel (``torch.ops.quamba_kernels``, see
 ``quamba_edge.kernels``) only when
@@ -15,6 +18,12 @@ Otherwise the reference op runs unchanged. States keep the reference's dtypes an
 state comes back fp32, as from the reference), so a state from either path continues on the other.
 Outputs are freshly allocated: the model never writes the ``state`` it is given (``generate(state=...)``
 and chunked prefill reuse it).
+
+The float SSM kernels take fp16 activations (x / B / C, u / delta / z) and compute in fp32: inputs that
+are not fp16 (the W4A16 mixers' fp32 activations, bf16) are ROUNDED to fp16 first (as :func:`w4a16_linear`
+does), within the fp16 tolerance of the kernels' y; fp64 inputs (oracle tests) stay on the reference. dt of
+the SSD goes as fp16 or fp32 as it is (the model's ``mamba2_dt`` is fp32); A, D and the biases as fp32.
+y comes back in the input's dtype and the state in fp32, as from the reference.
 
 ``counts`` records, per op, kernel calls (``"quant_ssd"``) and fallbacks to the reference while kernels
 are on (``"quant_ssd:reference"``), so tests can prove the kernels ran; ``"quant_ssd:rows"`` counts the
@@ -37,6 +46,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .._tracing import exporting
+from ..models import ssm as _ssm
 from ._common import Scale
 from .quant_add_rms_norm import quant_add_rms_norm as _ref_add_rms_norm
 from .quant_causal_conv1d import quant_causal_conv1d as _ref_causal_conv1d
@@ -68,6 +78,10 @@ __all__ = [
     "quant_selective_state_update",
     "quant_ssd",
     "quant_ssd_state_update",
+    "selective_scan",
+    "selective_state_update",
+    "ssd",
+    "ssd_state_update",
     "w4a8_linear",
     "w4a16_linear",
     "w8a8_linear",
@@ -75,8 +89,16 @@ __all__ = [
 
 KERNEL_OPS = ("quant_add_rms_norm", "quant_causal_conv1d", "quant_embedding", "quant_gated_rms_norm",
               "quant_hadamard", "quant_selective_scan", "quant_selective_state_update", "quant_ssd",
-              "quant_ssd_state_update", "w4a8_linear", "w4a16_linear", "w8a8_linear")
+              "quant_ssd_state_update", "selective_scan", "selective_state_update", "ssd", "ssd_state_update",
+              "w4a8_linear", "w4a16_linear", "w8a8_linear")
 SSD_D_STATES = (16, 32, 64, 128, 256)  # quant_ssd.cu / quant_ssd_state_update.cu dispatch_n
+FLOAT_SSD_D_STATES = (64, 128, 256)  # quamba_kernels/ssd.h (the float prefill): cudaErrorNotSupported otherwise
+
+# the float SSM references (module globals, so tests can wrap them)
+_ref_float_ssd = _ssm.ssd_chunked
+_ref_float_ssd_state_update = _ssm.ssd_state_update
+_ref_float_selective_scan = _ssm.selective_scan
+_ref_float_selective_state_update = _ssm.selective_state_update
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 _ACTIVE: ContextVar[Any] = ContextVar("quamba_kernel_ops", default=None)
@@ -622,6 +644,201 @@ def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor
                              D_q, _f(D_scale) if D_q is not None else 0.0, float(dt_limit[0]),
                              float(dt_limit[1]), st, ss, y, new_state, *(() if rows is None else (rows,)))
     return (y if fp16_y else y.float()), new_state
+
+
+# ---- float SSMs (fp16 baseline and W4A16 models) ------------------------------------------------------------
+# fp16 activations (other float dtypes rounded to fp16: see the module docstring), fp32 parameters, fp32 math;
+# y back in the input's dtype, the state fp32 (the reference's). The caller's state is never written.
+
+_SSM_FLOATS = (torch.float16, torch.float32, torch.bfloat16)  # fp64 (oracle tests) stays on the reference
+
+
+def _fl(t: Any, *shape: int) -> bool:
+    """A float activation of ``shape`` the float SSM kernels take (fp16, or rounded to it)."""
+    return isinstance(t, torch.Tensor) and t.dtype in _SSM_FLOATS and tuple(t.shape) == shape
+
+
+def _param(t: Any, *shape: int, optional: bool = False) -> bool:
+    """A float parameter (A, D, biases) of ``shape`` (any layout: the dispatch hands it on as contiguous fp32)."""
+    if t is None:
+        return optional
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 and t.numel() == \
+        _prod(shape) and (t.dim() == len(shape) or t.dim() <= 1)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _no_grad_needed(*ts: Any) -> bool:
+    """The kernels have no backward: calls that record gradients stay on the reference."""
+    return not torch.is_grad_enabled() or not any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
+
+
+def _f16(t: torch.Tensor | None) -> torch.Tensor | None:
+    """An activation as the kernels read it: fp16 (rounded when it is not; fp16 passes as it is)."""
+    return t if t is None or t.dtype == torch.float16 else t.to(torch.float16)
+
+
+def _fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter as the kernels read it: contiguous fp32 (no copy when it already is)."""
+    return None if t is None else t.to(torch.float32).contiguous()
+
+
+def _aligned_rows(t: torch.Tensor, dense: int) -> torch.Tensor:
+    """``t`` (fp16) with its trailing ``dense`` dims packed and its base and other strides 16-byte aligned, as
+    the float SSD prefill requires (ssd.h); a copy when it is not (a fresh tensor is aligned)."""
+    nd = t.dim()
+    packed, expect = True, 1
+    for i in range(nd - 1, nd - 1 - dense, -1):
+        if t.shape[i] != 1 and t.stride(i) != expect:
+            packed = False
+        expect *= t.shape[i]
+    if packed and t.data_ptr() % 16 == 0 and all((t.stride(i) * 2) % 16 == 0 for i in range(nd - dense)):
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def _dt_tensor(dt: torch.Tensor) -> torch.Tensor:
+    """The SSD's dt as the kernels take it: fp16 or fp32 as it is (other dtypes as fp32), unit head stride."""
+    if dt.dtype not in (torch.float16, torch.float32):
+        dt = dt.to(torch.float32)
+    return _last_dense(dt)
+
+
+def _uncount(op: str) -> None:
+    """A kernel call that answered "not supported" (nothing written): recounted as a fallback."""
+    counts[op] -= 1
+    if counts[op] <= 0:
+        del counts[op]
+    counts[op + ":reference"] += 1
+    counts[op + ":unsupported"] += 1
+
+
+def _y_as(y16: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return y16 if like.dtype == torch.float16 else y16.to(like.dtype)
+
+
+def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int,
+        D: torch.Tensor | None = None, initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ssm.ssd_chunked`` (the float Mamba2 SSD prefill; y in ``x.dtype``, the final state fp32). The kernel
+    (quamba_kernels/ssd.h) takes d_state 64 / 128 / 256, headdim % 16 == 0, nheads % ngroups == 0 (checked
+    here, so it is called only where it works); x / B / C rows that are not 16-byte aligned (or not packed)
+    are copied first. Should it still answer "not supported" (a device without the shared memory, sm < 80),
+    the reference runs, counted as ``ssd:reference`` and ``ssd:unsupported``. Non-fp16 x / B / C are rounded
+    to fp16; chunk_size only changes the reference's rounding."""
+    def supported() -> bool:
+        if x.dim() != 4 or B.dim() != 4:
+            return False
+        b, L, h, p = x.shape
+        g, n = B.shape[-2:]
+        return (int(chunk_size) >= 1 and 1 <= b <= 65535 and L >= 1 and 1 <= h <= 65535 and p % 16 == 0 and p >= 16
+                and n in FLOAT_SSD_D_STATES and g >= 1 and h % g == 0
+                and _fl(x, b, L, h, p) and _fl(B, b, L, g, n) and _fl(C, b, L, g, n) and _fl(dt, b, L, h)
+                and _param(A, h) and _param(D, h, optional=True)
+                and (initial_state is None or (_fl(initial_state, b, h, p, n)))
+                and _no_grad_needed(x, dt, A, B, C, D, initial_state))
+
+    k = _kernels_for("ssd", (x, dt, A, B, C, D, initial_state), supported)
+    if k is None:
+        return _ref_float_ssd(x, dt, A, B, C, chunk_size, D, initial_state)
+    b, L, h, p = x.shape
+    n = B.shape[-1]
+    y = _empty((b, L, h, p), torch.float16, x)
+    state_out = _empty((b, h, p, n), torch.float32, x)
+    ran = k.ssd(_aligned_rows(_f16(x), 2), _dt_tensor(dt), _fp32(A), _aligned_rows(_f16(B), 2),
+                _aligned_rows(_f16(C), 2), int(chunk_size), _fp32(D), _float_state(initial_state), y, state_out)
+    if not ran:  # cudaErrorNotSupported: nothing written
+        _uncount("ssd")
+        return _ref_float_ssd(x, dt, A, B, C, chunk_size, D, initial_state)
+    return _y_as(y, x), state_out
+
+
+def ssd_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                     C: torch.Tensor, D: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ssm.ssd_state_update`` (one Mamba2 token: y ``[B, H, P]`` in ``x.dtype``, a new fp32 state; ``state``
+    untouched). Any headdim, d_state a multiple of 16 in 16..256."""
+    def supported() -> bool:
+        if state is None or state.dim() != 4 or B.dim() != 3:
+            return False
+        b, h, p, n = state.shape
+        g = B.shape[1]
+        return (1 <= b <= 65535 and 1 <= h <= 65535 and p >= 1 and 16 <= n <= 256 and n % 16 == 0 and g >= 1
+                and h % g == 0 and _fl(state, b, h, p, n) and _fl(x, b, h, p) and _fl(dt, b, h)
+                and _fl(B, b, g, n) and _fl(C, b, g, n) and _param(A, h) and _param(D, h, optional=True)
+                and _no_grad_needed(state, x, dt, A, B, C, D))
+
+    k = _kernels_for("ssd_state_update", (state, x, dt, A, B, C, D), supported)
+    if k is None:
+        return _ref_float_ssd_state_update(state, x, dt, A, B, C, D)
+    y = _empty(x.shape, torch.float16, x)
+    new_state = _empty(state.shape, torch.float32, x)
+    k.ssd_state_update(_float_state(state), _f16(x), _dt_tensor(dt), _fp32(A), _f16(B), _f16(C), _fp32(D), y,
+                       new_state)
+    return _y_as(y, x), new_state
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                   delta_bias: torch.Tensor | None = None, delta_softplus: bool = True,
+                   initial_state: torch.Tensor | None = None, chunk_size: int | None = None,
+                   checkpoint_chunks: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ssm.selective_scan`` (the float Mamba1 scan: y in ``u.dtype``, the final state fp32). d_state <= 256;
+    non-fp16 u / delta / B / C / z are rounded to fp16 (delta before its bias and softplus, as the kernel
+    reads it); chunk_size / checkpoint_chunks only concern the reference (a call that records gradients runs
+    it)."""
+    def supported() -> bool:
+        if u.dim() != 3 or A.dim() != 2:
+            return False
+        b, L, e = u.shape
+        n = A.shape[1]
+        return (1 <= b <= 65535 and L >= 1 and e >= 1 and 1 <= n <= 256 and A.shape[0] == e
+                and _fl(u, b, L, e) and _fl(delta, b, L, e) and _fl(B, b, L, n) and _fl(C, b, L, n)
+                and (z is None or _fl(z, b, L, e)) and _param(A, e, n) and _param(D, e, optional=True)
+                and _param(delta_bias, e, optional=True)
+                and (initial_state is None or _fl(initial_state, b, e, n))
+                and _no_grad_needed(u, delta, A, B, C, D, z, delta_bias, initial_state))
+
+    k = _kernels_for("selective_scan", (u, delta, A, B, C, D, z, delta_bias, initial_state), supported)
+    if k is None:
+        return _ref_float_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                                         chunk_size, checkpoint_chunks)
+    b, L, e = u.shape
+    y = _empty((b, L, e), torch.float16, u)
+    state_out = _empty((b, e, A.shape[1]), torch.float32, u)
+    k.selective_scan(_last_dense(_f16(u)), _last_dense(_f16(delta)), _fp32(A), _last_dense(_f16(B)),
+                     _last_dense(_f16(C)), _fp32(D), _last_dense(_f16(z)), _fp32(delta_bias), bool(delta_softplus),
+                     _float_state(initial_state), y, state_out)
+    return _y_as(y, u), state_out
+
+
+def selective_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
+                           B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None = None,
+                           z: torch.Tensor | None = None, dt_bias: torch.Tensor | None = None,
+                           dt_softplus: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ssm.selective_state_update`` (one Mamba1 token: y ``[B, E]`` in ``x.dtype``, a new fp32 state;
+    ``state`` untouched). d_state <= 256."""
+    def supported() -> bool:
+        if state is None or state.dim() != 3:
+            return False
+        b, e, n = state.shape
+        return (1 <= b <= 65535 and e >= 1 and 1 <= n <= 256 and _fl(state, b, e, n) and _fl(x, b, e)
+                and _fl(dt, b, e) and _fl(B, b, n) and _fl(C, b, n) and (z is None or _fl(z, b, e))
+                and _param(A, e, n) and _param(D, e, optional=True) and _param(dt_bias, e, optional=True)
+                and _no_grad_needed(state, x, dt, A, B, C, D, z, dt_bias))
+
+    k = _kernels_for("selective_state_update", (state, x, dt, A, B, C, D, z, dt_bias), supported)
+    if k is None:
+        return _ref_float_selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    y = _empty(x.shape, torch.float16, x)
+    new_state = _empty(state.shape, torch.float32, x)
+    k.selective_state_update(_float_state(state), _last_dense(_f16(x)), _last_dense(_f16(dt)), _fp32(A),
+                             _last_dense(_f16(B)), _last_dense(_f16(C)), _fp32(D), _last_dense(_f16(z)),
+                             _fp32(dt_bias), bool(dt_softplus), y, new_state)
+    return _y_as(y, x), new_state
 
 
 # ---- quantized linears ---------------------------------------------------------------------------------

@@ -31,9 +31,11 @@ RECORD = register(OpRecord(
             Port("delta_bias", "float32", "[E]"), Port("state_in", "T", "[B, E, N]")),
     outputs=(Port("y", "T", "[B, L, E]"), Port("state_out", "T", "[B, E, N]")),
     attrs=(Attr("delta_softplus", "int", 1),),
-    reason="Recurrence over time (see QuantSelectiveScan); float inputs, fp32 state math.",
+    reason="Recurrence over time (see QuantSelectiveScan); float inputs, fp32 state math. The plugin runs "
+           "selective_state_update.cu for L = 1.",
     reference="quamba_edge.models.ssm.selective_scan (+ selective_state_update for L = 1)",
     impl=_node,
+    kernel="selective_scan.cu",
 ))
 
 

@@ -29,9 +29,11 @@ RECORD = register(OpRecord(
             Port("C", "T", "[B, L, G, N]"), Port("D", "float32", "[H]"), Port("state_in", "T", "[B, H, P, N]")),
     outputs=(Port("y", "T", "[B, L, H, P]"), Port("state_out", "T", "[B, H, P, N]")),
     attrs=(Attr("chunk_size", "int", 256),),
-    reason="Chunked scan with state passing (see QuantSSD); float inputs, fp32 state math.",
+    reason="Chunked scan with state passing (see QuantSSD); float inputs, fp32 state math. The plugin runs "
+           "ssd_state_update.cu for L = 1.",
     reference="quamba_edge.models.ssm.ssd_chunked (+ ssd_state_update for L = 1)",
     impl=_node,
+    kernel="ssd.cu",
 ))
 
 

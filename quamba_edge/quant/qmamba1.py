@@ -386,13 +386,13 @@ class QMamba1Mixer(nn.Module):
         dt_bias = self.dt_proj.bias.float()
         A = -torch.exp(self.A_log.float())
         if decode:
-            y, new_ssm = fp_ssm.selective_state_update(ssm_state.float(), x[:, 0], dt[:, 0], A, B[:, 0],
-                                                       C[:, 0], self.D.float(), z[:, 0], dt_bias, True)
+            y, new_ssm = kernel_dispatch.selective_state_update(ssm_state.float(), x[:, 0], dt[:, 0], A, B[:, 0],
+                                                                C[:, 0], self.D.float(), z[:, 0], dt_bias, True)
             y = y.unsqueeze(1)
         else:
-            y, new_ssm = fp_ssm.selective_scan(x, dt, A, B, C, self.D.float(), z, delta_bias=dt_bias,
-                                               delta_softplus=True,
-                                               initial_state=None if ssm_state is None else ssm_state.float())
+            y, new_ssm = kernel_dispatch.selective_scan(x, dt, A, B, C, self.D.float(), z, delta_bias=dt_bias,
+                                                        delta_softplus=True,
+                                                        initial_state=None if ssm_state is None else ssm_state.float())
         return y.float(), new_conv.to(self.fp_state_dtype), new_ssm.to(self.fp_state_dtype)
 
     # ---- construction from the transformed FP mixer ------------------------------------------------

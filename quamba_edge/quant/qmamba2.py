@@ -286,13 +286,13 @@ class QMamba2Mixer(nn.Module):
         A = -torch.exp(self.A_log.float())
         dtv = fp_ssm.mamba2_dt(dt, self.dt_bias.float(), self.dt_limit)
         if decode:
-            y, new_ssm = fp_ssm.ssd_state_update(ssm_state.float(), x.reshape(bsz, H, P), dtv[:, 0], A,
-                                                 B.reshape(bsz, G, N), C.reshape(bsz, G, N), self.D.float())
+            y, new_ssm = kernel_dispatch.ssd_state_update(ssm_state.float(), x.reshape(bsz, H, P), dtv[:, 0], A,
+                                                          B.reshape(bsz, G, N), C.reshape(bsz, G, N), self.D.float())
         else:
-            y, new_ssm = fp_ssm.ssd_chunked(x.reshape(bsz, seqlen, H, P), dtv, A,
-                                            B.reshape(bsz, seqlen, G, N), C.reshape(bsz, seqlen, G, N),
-                                            self.chunk_size, self.D.float(),
-                                            None if ssm_state is None else ssm_state.float())
+            y, new_ssm = kernel_dispatch.ssd(x.reshape(bsz, seqlen, H, P), dtv, A,
+                                             B.reshape(bsz, seqlen, G, N), C.reshape(bsz, seqlen, G, N),
+                                             self.chunk_size, self.D.float(),
+                                             None if ssm_state is None else ssm_state.float())
         y = y.reshape(bsz, seqlen, e).float()
         new_ssm = new_ssm.to(self.fp_state_dtype)
         tap(self.ssd_out, y)

@@ -126,3 +126,16 @@ SCAN_ARGS = ("u_q", "u_scale", "dt_q", "dt_scale", "A_log_q", "A_log_scale", "B_
 def scan_args(p: dict) -> list:
     """The 16 leading positional arguments shared by the scan ops, in the reference order."""
     return [p[k] for k in SCAN_ARGS]
+
+
+def check_float_ssm(y, st, y_ref, st_ref, my, ms, name: str = "") -> None:
+    """The float SSM kernels' bound (ssd, ssd_state_update, selective_scan, selective_state_update; the
+    derivation: tests/gpu/test_kernel_ssd.py): |y - ref| <= 2^-10 |ref| + 2^-9 mag + 2^-24 (fp16's absolute
+    precision below 2^-14), the state within 2^-9 mag_state (+ 2^-10 |ref| + 2^-24 when stored as fp16).
+    mag / mag_state: the reference run on absolute values (a bound of sum |terms|)."""
+    err = (y.float() - y_ref).abs()
+    bound = 2**-10 * y_ref.abs() + 2**-9 * my + 2**-24
+    assert bool((err <= bound).all()), f"{name} y: worst err/bound {float((err / bound).max()):.3g}"
+    serr = (st.float() - st_ref).abs()
+    sbound = 2**-9 * ms + (2**-10 * st_ref.abs() + 2**-24 if st.dtype == torch.float16 else 0)
+    assert bool((serr <= sbound).all()), f"{name} state: worst err/bound {float((serr / sbound).max()):.3g}"

@@ -285,15 +285,20 @@ def test_compact_state_scales_equal_expanded(kernels, artifacts, decode):
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
-def test_fp_model_is_unaffected(kernels, tmp_path):
+def test_fp_model_runs_only_the_float_kernels(kernels, tmp_path):
+    """An FP model loaded for torch-cuda: an fp16 one runs its SSM on the float kernels and nothing quantized;
+    any other dtype keeps the reference (kernels off)."""
     from quamba_edge.models import save_model
     from quamba_edge.runtime import EdgeModel
 
     save_model(tiny_fp("mamba2"), tmp_path / "fp")
     em = EdgeModel.load(tmp_path / "fp", backend="torch-cuda")
-    assert em.backend.kernel_ops is None and "CUDA kernels" not in em.backend_reason
     em.generate(PROMPT, max_new_tokens=4)
-    assert not kd.counts
+    if em.backend.model.dtype == torch.float16:
+        assert em.backend.kernels_note == "CUDA kernels: on", em.backend.kernels_note
+        assert set(_kernel_calls()) == {"ssd", "ssd_state_update"} and not _fallbacks(), dict(kd.counts)
+    else:
+        assert em.backend.kernel_ops is None and not kd.counts, dict(kd.counts)
 
 
 def test_unsupported_d_state_falls_back_on_cuda(kernels, tmp_path):
@@ -329,3 +334,45 @@ def test_scale_cache_sees_in_place_writes():
         assert kd._f(t) == 0.125
         t.fill_(0.75)
         assert kd._f(t) == 0.75
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_fp16_model_runs_the_float_ssm_kernels(kernels, arch):
+    """The fp16 FP model on torch-cuda: the backend turns the kernels on for it, and its SSM (prefill and
+    decode) runs the float kernels (ssd / ssd_state_update, selective_scan / selective_state_update: counted at
+    the dispatch and at torch.ops, no fallback); logits close to the reference path (the same fp16 model, its
+    SSM on the reference: the kernels differ by their fp16 y rounding only)."""
+    import copy
+
+    from kernel_dispatch_helpers import float_ssm_ops
+
+    from quamba_edge.runtime.backends.torch_backend import TorchBackend
+
+    model = copy.deepcopy(tiny_fp(arch)).to("cuda", torch.float16).eval()
+    backend = TorchBackend(model, tokenizer_dir=None, precision="fp16")
+    assert backend.kernels_note == "CUDA kernels: on", backend.kernels_note
+    counting = CountingOps(kernels)
+    ids = torch.randint(0, VOCAB, (2, 37), generator=torch.Generator().manual_seed(5)).cuda()
+    out = {}
+    for name, ops in (("ref", None), ("kernel", counting)):
+        kd.counts.clear()
+        logits, st = _run(ops, lambda: model(ids, return_state=True))
+        steps = []
+        tok = logits[:, -1].argmax(-1)
+        for _ in range(4):
+            lg, st = _run(ops, lambda: model.step(tok, st))
+            steps.append(lg)
+            tok = lg.argmax(-1)
+        out[name] = torch.cat([logits.reshape(-1, VOCAB), *steps]).float()
+        if ops is not None:
+            want = float_ssm_ops(arch, False) | float_ssm_ops(arch, True)
+            assert set(_kernel_calls()) == set(counting.calls) == want and not _fallbacks(), dict(kd.counts)
+    ref, ker = out["ref"], out["kernel"]
+    scale = float(ref.abs().max())
+    print(json.dumps({"case": f"fp16-{arch}", "rms": _rms(ker - ref), "max": float((ker - ref).abs().max()),
+                      "ref_max": scale}))
+    assert _rms(ker - ref) <= 5e-3 * scale and float((ker - ref).abs().max()) <= 3e-2 * scale
+    # the backend's own forward enters the kernels
+    kd.counts.clear()
+    backend.forward(ids[:1, :9].cpu().numpy(), None)
+    assert set(_kernel_calls()) == float_ssm_ops(arch, False)

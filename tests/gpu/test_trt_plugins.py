@@ -109,7 +109,8 @@ def _recipes():
 @pytest.fixture(scope="module")
 def bundled_exports(tmp_path_factory):
     """(recipe, bits, arch) -> the fp16 ONNX export of the bundled ``<arch>-ref`` model quantized with that
-    recipe (a few random-token calibration samples: the weights and scale layouts are the real ones)."""
+    recipe (a few random-token calibration samples: the weights and scale layouts are the real ones); recipe
+    None: the unquantized model."""
     onnx = pytest.importorskip("onnx")
     from quamba_edge.export import export_model
     from quamba_edge.models.loading import load_model
@@ -124,8 +125,9 @@ def bundled_exports(tmp_path_factory):
             fp = load_model(bundled_assets_dir() / f"{arch}-ref").eval()
             g = torch.Generator().manual_seed(0)
             calib = [torch.randint(0, fp.config.vocab_size, (1, 64), generator=g) for _ in range(2)]
-            model = quantize_model(fp, recipe, bits, calib)
-            d = export_model(model, root / "-".join(key), dtype="fp16")
+            # recipe None: the unquantized model's fp16 export (its SSD / SelectiveScan nodes)
+            model = fp if recipe is None else quantize_model(fp, recipe, bits, calib)
+            d = export_model(model, root / "-".join(map(str, key)), dtype="fp16")
             cache[key] = onnx.load(str(d / "model.onnx"))
         return cache[key]
 
@@ -176,3 +178,89 @@ def test_bundled_model_linear_nodes(harness, bundled_exports, recipe):
             seen.add(case.op)
     bits = recipe[1]
     assert seen >= {"W8A8Linear" if bits == "w8a8" else "W4A8Linear" if bits == "w4a8" else "W4A16Linear"}
+
+
+# ---- the float SSD / SelectiveScan nodes of the bundled models' fp16 and W4A16 exports --------------------------
+
+FLOAT_SCAN_OPS = ("SSD", "SelectiveScan")
+FLOAT_SCAN_MODELS = [(None, "fp16", "mamba1"), (None, "fp16", "mamba2"), ("quamba2", "w4a16", "mamba1"),
+                     ("quamba2", "w4a16", "mamba2")]
+
+
+def _constant(model, name: str):
+    """The value of a tensor the graph computes from initializers alone (A = Neg(Exp(A_log)) where the exporter
+    did not fold it), by ONNX's reference evaluator on that subgraph; None when it depends on a graph input."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {i.name: i for i in model.graph.initializer}
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    producer = {o: n for n in model.graph.node for o in n.output}
+    need, stack = set(), [name]
+    while stack:
+        x = stack.pop()
+        if not x or x in inits or x in need:
+            continue
+        n = producer.get(x)
+        if n is None or n.domain not in ("", "ai.onnx"):
+            return None  # a graph input or a custom node
+        need.add(x)
+        stack.extend(n.input)
+    nodes = [n for n in model.graph.node if any(o in need for o in n.output)]  # graph order is topological
+    used = sorted({i for n in nodes for i in n.input if i in inits})
+    g = helper.make_graph(nodes, "const", [], [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)],
+                          [inits[i] for i in used])
+    return ReferenceEvaluator(helper.make_model(g, opset_imports=model.opset_import)).run(None, {})[0]
+
+
+def _float_scan_cases(model, batch: int, length: int, seed: int, device: str = "cuda") -> list[Case]:
+    """One case per SSD / SelectiveScan node: its constants (A = -exp(A_log), D, delta_bias: fp32; initializers or
+    computed from them), random activations and state of the graph's dtypes and shapes (batch / seq substituted):
+    dt already softplus'ed (0.001 .. 0.1), delta around dt_proj's output, the rest unit normal."""
+    import numpy as np
+    import onnx
+
+    from quamba_edge.ops import registry
+
+    info = {v.name: v.type.tensor_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    dtypes = {onnx.TensorProto.FLOAT16: torch.float16, onnx.TensorProto.FLOAT: torch.float32}
+    sizes = {"batch": batch, "seq": length}
+    g = torch.Generator(device=device).manual_seed(seed)
+    cases = []
+    for n in model.graph.node:
+        if n.domain != registry.DOMAIN or n.op_type not in FLOAT_SCAN_OPS:
+            continue
+        rec = registry.get(n.op_type)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute
+                 if a.name not in registry.PLUGIN_ATTRS}
+        ins = []
+        for port, name in zip(rec.inputs, n.input):
+            const = _constant(model, name) if port.dtype == "float32" else None
+            if const is not None:
+                ins.append(torch.from_numpy(np.array(const, copy=True)).to(device))
+                continue
+            shape = [sizes[d.dim_param] if d.dim_param else d.dim_value for d in info[name].shape.dim]
+            if port.name == "dt":
+                x = 0.001 + 0.099 * torch.rand(*shape, device=device, generator=g)
+            elif port.name == "delta":
+                x = 0.5 * torch.randn(*shape, device=device, generator=g)
+            else:
+                x = torch.randn(*shape, device=device, generator=g) * (2.0 if port.name == "state_in" else 1.0)
+            ins.append(x.to(dtypes[info[name].elem_type]))
+        cases.append(Case(n.op_type, f"{n.name}-B{batch}-L{length}", ins, attrs))
+    return cases
+
+
+@pytest.mark.parametrize("model_key", FLOAT_SCAN_MODELS, ids=["-".join(map(str, k)) for k in FLOAT_SCAN_MODELS])
+def test_bundled_model_float_scan_nodes(harness, bundled_exports, model_key):
+    """Every SSD / SelectiveScan node of the unquantized fp16 and the W4A16 exports (real A, D, delta_bias), at a
+    prefill (L = 37: quamba_ssd / quamba_selective_scan) and a decode shape (L = 1: the state-update kernels)."""
+    model = bundled_exports(model_key)
+    want = "SSD" if model_key[2] == "mamba2" else "SelectiveScan"
+    for (b, l), seed in ((LINEAR_PREFILL, 1), (LINEAR_DECODE, 2)):
+        cases = _float_scan_cases(model, b, l, seed)
+        assert cases and {c.op for c in cases} == {want}, f"no {want} node in the {model_key} export"
+        for case in cases:
+            _check(harness, case)

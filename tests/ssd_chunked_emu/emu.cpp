@@ -1,4 +1,5 @@
-// CPU emulation of the chunked quant_ssd kernel (plugins/kernels/quant_ssd.cu, ssdc::chunked_kernel): the
+// CPU emulation of the chunked SSD kernel (quamba_kernels/ssd_chunked.cuh, ssdc::chunked_kernel, as quant_ssd.cu
+// and ssd.cu instantiate it: int8 and fp16 inputs): the
 // kernel's own source compiled as host C++ (QUAMBA_SSD_EMULATE), one block at a time, its 128 threads as
 // cooperative fibers (ucontext) scheduled in a random order between barriers. The warp primitives it uses
 // are stand-ins written from the PTX ISA fragment tables (mma.m16n8k16 .f16, mma.m16n8k32 .s8,
@@ -8,7 +9,7 @@
 // ready thread runs, so one warp gets ahead of the others as far as the barriers let it: a missing barrier
 // shows as stale shared data). Checks: ldmatrix / cp.async addresses (alignment, shared bounds, global
 // source ranges), barrier deadlocks and barriers with exited threads.
-// Built and driven by tests/test_quant_ssd_chunked_emu.py.
+// Built and driven by tests/test_quant_ssd_chunked_emu.py (int8) and tests/test_ssd_chunked_emu.py (fp16).
 #define QUAMBA_SSD_EMULATE 1
 #define __host__
 #define __device__
@@ -178,6 +179,7 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
   }
   return r;
 }
+inline unsigned __umulhi(unsigned a, unsigned b) { return unsigned((uint64_t(a) * b) >> 32); }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
@@ -322,12 +324,13 @@ inline uint32_t hsub2_bits(uint32_t a, uint32_t b) {
 }  // namespace quamba
 
 #include "../../plugins/kernels/quant_ssd.cu"
+#include "../../plugins/kernels/ssd.cu"
 
 namespace {
 
-template <int N, int PT>
+template <int N, int PT, class Prm>
 void kernel_entry(const void* prm) {
-  quamba::ssdc::chunked_kernel<N, PT>(*static_cast<const QuambaQuantSSDParams*>(prm));
+  quamba::ssdc::chunked_kernel<N, PT, Prm>(*static_cast<const Prm*>(prm));
 }
 
 void trampoline(unsigned lo, unsigned hi, unsigned plo, unsigned phi) {
@@ -340,7 +343,7 @@ void trampoline(unsigned lo, unsigned hi, unsigned plo, unsigned phi) {
   }
 }
 
-void run_block(void (*k)(const void*), const QuambaQuantSSDParams* prm, int threads) {
+void run_block(void (*k)(const void*), const void* prm, int threads) {
   emu::nthreads = threads;
   for (auto& b : emu::bars) b = emu::Barrier{};
   for (int i = 0; i < threads; ++i) {
@@ -422,11 +425,17 @@ int emu_smem_bytes(int n, int pt) {
   return Cfg<256, 32>::SMEM_BYTES;
 }
 
+}  // extern "C"
+
+namespace {
+
 // Runs the whole grid. ranges: [lo, hi) byte ranges of the input tensors cp.async may read. Returns 0, or
 // 1 with the message in emu_error().
-int emu_run(const QuambaQuantSSDParams* p, int pt, const void* const* range_lo, const void* const* range_hi,
-            int nranges, unsigned seed) {
+template <class Prm>
+int run_grid(const Prm* p, int pt, const void* const* range_lo, const void* const* range_hi, int nranges,
+             unsigned seed) {
   using namespace quamba::ssdc;
+  constexpr bool f16 = IsF16<Prm>::value;
   emu::error.clear();
   emu::rng.seed(seed);
   emu::greedy = (seed & 1) != 0;  // odd seeds: warp-greedy (exposes missing barriers), even: uniform
@@ -435,14 +444,24 @@ int emu_run(const QuambaQuantSSDParams* p, int pt, const void* const* range_lo, 
     emu::gmem.push_back({static_cast<const char*>(range_lo[i]), static_cast<const char*>(range_hi[i])});
   }
   void (*k)(const void*) = nullptr;
-  if (p->dstate == 64) k = pt == 32 ? kernel_entry<64, 32> : kernel_entry<64, 64>;
-  if (p->dstate == 128) k = pt == 32 ? kernel_entry<128, 32> : kernel_entry<128, 64>;
-  if (p->dstate == 256 && pt == 32) k = kernel_entry<256, 32>;
+  int smem = 0;
+  if (p->dstate == 64) {
+    k = pt == 32 ? kernel_entry<64, 32, Prm> : kernel_entry<64, 64, Prm>;
+    smem = pt == 32 ? Cfg<64, 32, f16>::SMEM_BYTES : Cfg<64, 64, f16>::SMEM_BYTES;
+  }
+  if (p->dstate == 128) {
+    k = pt == 32 ? kernel_entry<128, 32, Prm> : kernel_entry<128, 64, Prm>;
+    smem = pt == 32 ? Cfg<128, 32, f16>::SMEM_BYTES : Cfg<128, 64, f16>::SMEM_BYTES;
+  }
+  if (p->dstate == 256 && pt == 32) {
+    k = kernel_entry<256, 32, Prm>;
+    smem = Cfg<256, 32, f16>::SMEM_BYTES;
+  }
   if (k == nullptr) {
     emu::error = "unsupported d_state / tile";
     return 1;
   }
-  emu::smem.assign(size_t(emu_smem_bytes(p->dstate, pt)), 0xEE);
+  emu::smem.assign(size_t(smem), 0xEE);
   const int gx = (p->headdim + pt - 1) / pt;
   for (int bz = 0; bz < p->batch; ++bz) {
     for (int by = 0; by < p->nheads; ++by) {
@@ -455,6 +474,36 @@ int emu_run(const QuambaQuantSSDParams* p, int pt, const void* const* range_lo, 
     }
   }
   return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+int emu_run(const QuambaQuantSSDParams* p, int pt, const void* const* range_lo, const void* const* range_hi,
+            int nranges, unsigned seed) {
+  return run_grid(p, pt, range_lo, range_hi, nranges, seed);
+}
+
+// the float op (QuambaSSDParams, fp16 rows; ssd.cu's instantiation)
+int emu_run_f16(const QuambaSSDParams* p, int pt, const void* const* range_lo, const void* const* range_hi,
+                int nranges, unsigned seed) {
+  return run_grid(p, pt, range_lo, range_hi, nranges, seed);
+}
+
+// offsets of QuambaSSDParams' fields, in declaration order, then its size
+int emu_f16_params_layout(long long* out, int cap) {
+  const long long v[] = {
+#define OFF(f) (long long)offsetof(QuambaSSDParams, f)
+      OFF(batch), OFF(seqlen), OFF(nheads), OFF(headdim), OFF(ngroups), OFF(dstate), OFF(chunk_size), OFF(x),
+      OFF(x_batch_stride), OFF(x_seq_stride), OFF(dt), OFF(dt_type), OFF(dt_batch_stride), OFF(dt_seq_stride),
+      OFF(A), OFF(B), OFF(B_batch_stride), OFF(B_seq_stride), OFF(C), OFF(C_batch_stride), OFF(C_seq_stride),
+      OFF(D), OFF(state_type), OFF(state_in), OFF(state_out), OFF(y), OFF(y_batch_stride), OFF(y_seq_stride),
+#undef OFF
+      (long long)sizeof(QuambaSSDParams)};
+  const int n = int(sizeof(v) / sizeof(v[0]));
+  for (int i = 0; i < n && i < cap; ++i) out[i] = v[i];
+  return n;
 }
 
 const char* emu_error() { return emu::error.c_str(); }

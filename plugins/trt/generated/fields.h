@@ -389,6 +389,96 @@ inline constexpr DimSource kOutputDims[2 * kMaxRank] = {
 inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 2, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
 }  // namespace QuantSelectiveScan
 
+// ---- SSD (quamba_edge/ops/ssd.py, kernel plugins/kernels/ssd.cu) ----
+namespace SSD {
+inline constexpr char kName[] = "SSD";
+inline constexpr char kVersion[] = "1";
+inline constexpr char kModule[] = "ssd";
+namespace inputs {
+enum : int32_t { x, dt, A, B, C, D, state_in, kCount };
+}
+namespace outputs {
+enum : int32_t { y, state_out, kCount };
+}
+namespace syms {
+enum : int32_t { B, L, H, P, G, N, kCount };
+}
+namespace fields {
+enum : int32_t { chunk_size, kCount };
+}
+inline constexpr const char* kSymbols[] = {"B", "L", "H", "P", "G", "N"};
+inline constexpr FieldSpec kFields[] = {
+    {"chunk_size", FieldKind::kINT32, FieldSource::kAttribute, false, 256.0, nullptr, -1},
+};
+inline constexpr PortSpec kInputs[] = {
+    {"x", "[B, L, H, P]", 1, {{4, {{0, 0}, {1, 0}, {2, 0}, {3, 0}}}}},
+    {"dt", "[B, L, H] (softplus'ed, clamped)", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"A", "[H] (= -exp(A_log))", 1, {{1, {{2, 0}}}}},
+    {"B", "[B, L, G, N]", 1, {{4, {{0, 0}, {1, 0}, {4, 0}, {5, 0}}}}},
+    {"C", "[B, L, G, N]", 1, {{4, {{0, 0}, {1, 0}, {4, 0}, {5, 0}}}}},
+    {"D", "[H]", 1, {{1, {{2, 0}}}}},
+    {"state_in", "[B, H, P, N]", 1, {{4, {{0, 0}, {2, 0}, {3, 0}, {5, 0}}}}},
+};
+inline constexpr PortSpec kOutputs[] = {
+    {"y", "[B, L, H, P]", 1, {{4, {{0, 0}, {1, 0}, {2, 0}, {3, 0}}}}},
+    {"state_out", "[B, H, P, N]", 1, {{4, {{0, 0}, {2, 0}, {3, 0}, {5, 0}}}}},
+};
+inline constexpr DType kVariants[1 * 9] = {
+    DType::kFLOAT16, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT16, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT16, DType::kFLOAT16, DType::kFLOAT16,
+};
+inline constexpr DimSource kOutputDims[2 * kMaxRank] = {
+    {0, 0, 0}, {0, 1, 0}, {0, 2, 0}, {0, 3, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+    {0, 0, 0}, {0, 2, 0}, {0, 3, 0}, {3, 3, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+};
+inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 1, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
+}  // namespace SSD
+
+// ---- SelectiveScan (quamba_edge/ops/selective_scan.py, kernel plugins/kernels/selective_scan.cu) ----
+namespace SelectiveScan {
+inline constexpr char kName[] = "SelectiveScan";
+inline constexpr char kVersion[] = "1";
+inline constexpr char kModule[] = "selective_scan";
+namespace inputs {
+enum : int32_t { u, delta, A, B, C, D, z, delta_bias, state_in, kCount };
+}
+namespace outputs {
+enum : int32_t { y, state_out, kCount };
+}
+namespace syms {
+enum : int32_t { B, L, E, N, kCount };
+}
+namespace fields {
+enum : int32_t { delta_softplus, kCount };
+}
+inline constexpr const char* kSymbols[] = {"B", "L", "E", "N"};
+inline constexpr FieldSpec kFields[] = {
+    {"delta_softplus", FieldKind::kINT32, FieldSource::kAttribute, false, 1.0, nullptr, -1},
+};
+inline constexpr PortSpec kInputs[] = {
+    {"u", "[B, L, E]", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"delta", "[B, L, E] (dt_proj output without bias)", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"A", "[E, N] (= -exp(A_log))", 1, {{2, {{2, 0}, {3, 0}}}}},
+    {"B", "[B, L, N]", 1, {{3, {{0, 0}, {1, 0}, {3, 0}}}}},
+    {"C", "[B, L, N]", 1, {{3, {{0, 0}, {1, 0}, {3, 0}}}}},
+    {"D", "[E]", 1, {{1, {{2, 0}}}}},
+    {"z", "[B, L, E]", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"delta_bias", "[E]", 1, {{1, {{2, 0}}}}},
+    {"state_in", "[B, E, N]", 1, {{3, {{0, 0}, {2, 0}, {3, 0}}}}},
+};
+inline constexpr PortSpec kOutputs[] = {
+    {"y", "[B, L, E]", 1, {{3, {{0, 0}, {1, 0}, {2, 0}}}}},
+    {"state_out", "[B, E, N]", 1, {{3, {{0, 0}, {2, 0}, {3, 0}}}}},
+};
+inline constexpr DType kVariants[1 * 11] = {
+    DType::kFLOAT16, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT16, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT16, DType::kFLOAT32, DType::kFLOAT16, DType::kFLOAT16, DType::kFLOAT16,
+};
+inline constexpr DimSource kOutputDims[2 * kMaxRank] = {
+    {0, 0, 0}, {0, 1, 0}, {0, 2, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+    {0, 0, 0}, {0, 2, 0}, {2, 1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0}, {-1, -1, 0},
+};
+inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outputs::kCount, fields::kCount, syms::kCount, 1, kInputs, kOutputs, kFields, kSymbols, kVariants, kOutputDims};
+}  // namespace SelectiveScan
+
 // ---- W4A16Linear (quamba_edge/ops/w4a16_linear.py, kernel plugins/kernels/w4a16_linear.cu) ----
 namespace W4A16Linear {
 inline constexpr char kName[] = "W4A16Linear";
@@ -517,8 +607,8 @@ inline constexpr OpSpec kSpec = {kName, kVersion, kModule, inputs::kCount, outpu
 }  // namespace W8A8Linear
 
 // Every op with a plugin, by name.
-inline constexpr const OpSpec* kOps[] = {&QuantAddRMSNorm::kSpec, &QuantCausalConv1d::kSpec, &QuantEmbedding::kSpec, &QuantGatedRMSNorm::kSpec, &QuantHadamard::kSpec, &QuantSSD::kSpec, &QuantSelectiveScan::kSpec, &W4A16Linear::kSpec, &W4A8Linear::kSpec, &W8A8Linear::kSpec};
-inline constexpr int32_t kNbOps = 10;
+inline constexpr const OpSpec* kOps[] = {&QuantAddRMSNorm::kSpec, &QuantCausalConv1d::kSpec, &QuantEmbedding::kSpec, &QuantGatedRMSNorm::kSpec, &QuantHadamard::kSpec, &QuantSSD::kSpec, &QuantSelectiveScan::kSpec, &SSD::kSpec, &SelectiveScan::kSpec, &W4A16Linear::kSpec, &W4A8Linear::kSpec, &W8A8Linear::kSpec};
+inline constexpr int32_t kNbOps = 12;
 
 // +-1 base matrices H_b of the QuantHadamard sizes b * 2^k (quamba_edge.quant.hadamard.base_hadamard);
 // the orthonormal matrix is M = kron(H_b, H_{2^k}) * fl32(1 / sqrt(n)), the kernel's base factor

@@ -21,6 +21,10 @@
 #include "quamba_kernels/quant_selective_state_update.h"
 #include "quamba_kernels/quant_ssd.h"
 #include "quamba_kernels/quant_ssd_state_update.h"
+#include "quamba_kernels/selective_scan.h"
+#include "quamba_kernels/selective_state_update.h"
+#include "quamba_kernels/ssd.h"
+#include "quamba_kernels/ssd_state_update.h"
 #include "quamba_kernels/w4a16_linear.h"
 #include "quamba_kernels/w4a8_linear.h"
 #include "quamba_kernels/w8a8_linear.h"
@@ -176,6 +180,54 @@ FAKE_EXPORT cudaError_t quamba_quant_ssd(const QuambaQuantSSDParams* p, cudaStre
 FAKE_EXPORT cudaError_t quamba_quant_ssd_state_update(const QuambaQuantSSDStateUpdateParams* p, cudaStream_t) {
   Line l("quant_ssd_state_update");
   ssd_common(l, p);
+  return cudaSuccess;
+}
+
+template <class P>
+static Line& float_ssd_common(Line& l, const P* p) {
+  return l.i("batch", p->batch).i("nheads", p->nheads).i("headdim", p->headdim).i("ngroups", p->ngroups)
+      .i("dstate", p->dstate).p("x", p->x).i("x_batch_stride", p->x_batch_stride).p("dt", p->dt)
+      .i("dt_type", p->dt_type).i("dt_batch_stride", p->dt_batch_stride).p("A", p->A).p("B", p->B)
+      .i("B_batch_stride", p->B_batch_stride).p("C", p->C).i("C_batch_stride", p->C_batch_stride).p("D", p->D)
+      .i("state_type", p->state_type).p("state_in", p->state_in).p("state_out", p->state_out).p("y", p->y)
+      .i("y_batch_stride", p->y_batch_stride);
+}
+
+FAKE_EXPORT cudaError_t quamba_ssd(const QuambaSSDParams* p, cudaStream_t) {
+  Line l("ssd");
+  float_ssd_common(l, p).i("seqlen", p->seqlen).i("chunk_size", p->chunk_size).i("x_seq_stride", p->x_seq_stride)
+      .i("dt_seq_stride", p->dt_seq_stride).i("B_seq_stride", p->B_seq_stride).i("C_seq_stride", p->C_seq_stride)
+      .i("y_seq_stride", p->y_seq_stride);
+  return cudaSuccess;
+}
+
+FAKE_EXPORT cudaError_t quamba_ssd_state_update(const QuambaSSDStateUpdateParams* p, cudaStream_t) {
+  Line l("ssd_state_update");
+  float_ssd_common(l, p);
+  return cudaSuccess;
+}
+
+template <class P>
+static Line& float_scan_common(Line& l, const P* p) {
+  return l.i("batch", p->batch).i("dim", p->dim).i("dstate", p->dstate).p("u", p->u).i("u_stride_b", p->u_stride_b)
+      .p("delta", p->delta).i("delta_stride_b", p->delta_stride_b).p("A", p->A).p("Bm", p->Bm)
+      .i("B_stride_b", p->B_stride_b).p("Cm", p->Cm).i("C_stride_b", p->C_stride_b).p("D", p->D).p("z", p->z)
+      .i("z_stride_b", p->z_stride_b).p("delta_bias", p->delta_bias).i("delta_softplus", p->delta_softplus)
+      .i("state_type", p->state_type).p("state_in", p->state_in).p("state_out", p->state_out).p("y", p->y)
+      .i("y_stride_b", p->y_stride_b);
+}
+
+FAKE_EXPORT cudaError_t quamba_selective_scan(const QuambaFloatSelectiveScanParams* p, cudaStream_t) {
+  Line l("selective_scan");
+  float_scan_common(l, p).i("seqlen", p->seqlen).i("u_stride_l", p->u_stride_l).i("delta_stride_l", p->delta_stride_l)
+      .i("B_stride_l", p->B_stride_l).i("C_stride_l", p->C_stride_l).i("z_stride_l", p->z_stride_l)
+      .i("y_stride_l", p->y_stride_l);
+  return cudaSuccess;
+}
+
+FAKE_EXPORT cudaError_t quamba_selective_state_update(const QuambaFloatSelectiveStateUpdateParams* p, cudaStream_t) {
+  Line l("selective_state_update");
+  float_scan_common(l, p);
   return cudaSuccess;
 }
 

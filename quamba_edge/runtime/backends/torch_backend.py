@@ -67,10 +67,13 @@ class TorchBackend(Backend):
         self.eos_token_id = eos_token_id
         self.path = path
         self.max_prefill_len = None
-        # CUDA kernels for a quantized model on CUDA ("CUDA kernels: on" / "... off (why)"); None otherwise
+        # CUDA kernels ("CUDA kernels: on" / "... off (why)") for a quantized model on CUDA, and for an fp16 FP
+        # model (its SSM scans: kernel_dispatch.ssd / selective_scan ...; an fp32 / bf16 FP model keeps the
+        # reference, which the kernels would round to fp16); None otherwise
         self.kernel_ops: Any = None
         self.kernels_note: str | None = None
-        if self._device.type == "cuda" and getattr(model, "quant_config", None) is not None:
+        if self._device.type == "cuda" and (getattr(model, "quant_config", None) is not None
+                                            or getattr(model, "dtype", None) == torch.float16):
             from quamba_edge.ops import kernel_dispatch
 
             self.kernel_ops, self.kernels_note = kernel_dispatch.load_kernels()

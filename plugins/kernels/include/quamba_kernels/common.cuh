@@ -67,6 +67,58 @@ __device__ __forceinline__ float f16_bits_to_f32(uint16_t b) {
 __device__ __forceinline__ float load_as_f32(int8_t q, float s) { return dequant(q, s); }
 __device__ __forceinline__ float load_as_f32(uint16_t h, float /*s*/) { return f16_bits_to_f32(h); }
 
+// 2^x with one MUFU.EX2 (ex2.approx.ftz: the 2-ulp approximation exp2f uses, without exp2f's subnormal-result
+// path of 3 more instructions, so results below 2^-126 flush to 0). exp(d A) = ex2_ftz(d * (A * log2 e)).
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// K fp16 values held as their bits in (K + 1) / 2 32-bit registers: loaded early (the loads stay in flight),
+// converted to fp32 by get() where they are used.
+template <int K>
+struct F16Regs {
+  static constexpr int W = (K + 1) / 2;
+  uint32_t w[W];
+  __device__ __forceinline__ float get(int i) const {
+    return f16_bits_to_f32(static_cast<uint16_t>(w[i / 2] >> (16 * (i % 2))));
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int j = 0; j < W; ++j) w[j] = 0u;
+  }
+  // K values with the fewest accesses (src aligned to min(2 K, 16) bytes)
+  __device__ __forceinline__ void load_vec(const uint16_t* src) {
+    if constexpr (K == 1) {
+      w[0] = src[0];
+    } else if constexpr (K == 2) {
+      w[0] = *reinterpret_cast<const uint32_t*>(src);
+    } else if constexpr (K == 4) {
+      const uint2 v = *reinterpret_cast<const uint2*>(src);
+      w[0] = v.x;
+      w[1] = v.y;
+    } else {
+      static_assert(K % 8 == 0, "fp16 vector width");
+#pragma unroll
+      for (int j = 0; j < K / 8; ++j) {
+        const uint4 v = reinterpret_cast<const uint4*>(src)[j];
+        w[4 * j] = v.x;
+        w[4 * j + 1] = v.y;
+        w[4 * j + 2] = v.z;
+        w[4 * j + 3] = v.w;
+      }
+    }
+  }
+  // element i only when i < valid (one 2-byte access each), the others 0
+  __device__ __forceinline__ void load_n(const uint16_t* src, int valid) {
+    zero();
+#pragma unroll
+    for (int i = 0; i < K; ++i)
+      if (i < valid) w[i / 2] |= static_cast<uint32_t>(src[i]) << (16 * (i % 2));
+  }
+};
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -90,6 +90,105 @@ __device__ __forceinline__ int64_t state_scale_row_of(const int32_t* state_scale
   return state_scale_row != nullptr ? int64_t(state_scale_row[ch]) : ch;
 }
 
+// h / heads_per_group with gdiv = group_magic(heads_per_group) = ceil(2^32 / hpg) (0 for hpg = 1): exact for
+// h < 2^16, since h * (gdiv * hpg - 2^32) < 2^16 * hpg. A multiply-high instead of an integer division.
+__device__ __forceinline__ int group_of(int h, uint32_t gdiv) {
+  return gdiv ? static_cast<int>(__umulhi(static_cast<uint32_t>(h), gdiv)) : h;
+}
+
+inline uint32_t group_magic(int heads_per_group) {
+  return heads_per_group == 1 ? 0u
+                              : static_cast<uint32_t>(((uint64_t(1) << 32) + uint64_t(heads_per_group) - 1) /
+                                                      uint64_t(heads_per_group));
+}
+
+// K consecutive elements of a float SSM state (ST = QUAMBA_SSD_STATE_F32 / _F16) in registers, from element i
+// of st: load_vec with 16-byte (fp32, K % 4 == 0) or min(2 K, 16)-byte (fp16) accesses, the base + i aligned
+// to them; load_n element by element, the first `valid` only (the others 0). get(k) is fp32.
+template <int ST, int K>
+struct StateRegs;
+
+template <int K>
+struct StateRegs<QUAMBA_SSD_STATE_F32, K> {
+  float f[K];
+  __device__ __forceinline__ float get(int k) const { return f[k]; }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int k = 0; k < K; ++k) f[k] = 0.0f;
+  }
+  __device__ __forceinline__ void load_vec(const void* st, int64_t i) {
+    static_assert(K % 4 == 0, "fp32 vector width");
+    const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(st) + i);
+#pragma unroll
+    for (int j = 0; j < K / 4; ++j) {
+      const float4 v = src[j];
+      f[4 * j] = v.x;
+      f[4 * j + 1] = v.y;
+      f[4 * j + 2] = v.z;
+      f[4 * j + 3] = v.w;
+    }
+  }
+  __device__ __forceinline__ void load_n(const void* st, int64_t i, int valid) {
+    const float* src = static_cast<const float*>(st) + i;
+#pragma unroll
+    for (int k = 0; k < K; ++k) f[k] = k < valid ? src[k] : 0.0f;
+  }
+};
+
+template <int K>
+struct StateRegs<QUAMBA_SSD_STATE_F16, K> {
+  F16Regs<K> r;
+  __device__ __forceinline__ float get(int k) const { return r.get(k); }
+  __device__ __forceinline__ void zero() { r.zero(); }
+  __device__ __forceinline__ void load_vec(const void* st, int64_t i) {
+    r.load_vec(static_cast<const uint16_t*>(st) + i);
+  }
+  __device__ __forceinline__ void load_n(const void* st, int64_t i, int valid) {
+    r.load_n(static_cast<const uint16_t*>(st) + i, valid);
+  }
+};
+
+// Store K fp32 values into a float SSM state at element i (fp16: round to nearest even). VEC: the accesses
+// of StateRegs::load_vec (same alignment); else element by element, the first `valid` only.
+template <int ST, int K, bool VEC>
+__device__ __forceinline__ void store_states(void* st, int64_t i, const float (&v)[K], int valid) {
+  static_assert(ST == QUAMBA_SSD_STATE_F32 || ST == QUAMBA_SSD_STATE_F16, "float state");
+  if constexpr (ST == QUAMBA_SSD_STATE_F32) {
+    float* dst = static_cast<float*>(st) + i;
+    if constexpr (VEC) {
+      static_assert(K % 4 == 0, "fp32 vector width");
+#pragma unroll
+      for (int j = 0; j < K / 4; ++j)
+        reinterpret_cast<float4*>(dst)[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < K; ++k)
+        if (k < valid) dst[k] = v[k];
+    }
+  } else {
+    uint16_t* dst = static_cast<uint16_t*>(st) + i;
+    if constexpr (VEC && K % 4 == 0) {
+      uint32_t w[K / 2];
+#pragma unroll
+      for (int j = 0; j < K / 2; ++j)
+        w[j] = static_cast<uint32_t>(f32_to_f16_bits(v[2 * j])) |
+               (static_cast<uint32_t>(f32_to_f16_bits(v[2 * j + 1])) << 16);
+      if constexpr (K == 4) {
+        *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+      } else {
+        static_assert(K % 8 == 0, "fp16 vector width");
+#pragma unroll
+        for (int j = 0; j < K / 8; ++j)
+          reinterpret_cast<uint4*>(dst)[j] = make_uint4(w[4 * j], w[4 * j + 1], w[4 * j + 2], w[4 * j + 3]);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < K; ++k)
+        if (VEC || k < valid) dst[k] = f32_to_f16_bits(v[k]);
+    }
+  }
+}
+
 inline bool aligned(const void* p, unsigned bytes) {
   return (reinterpret_cast<uintptr_t>(p) % bytes) == 0;
 }
