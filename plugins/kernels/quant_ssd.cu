@@ -410,9 +410,7 @@ extern "C" QUAMBA_API cudaError_t quamba_quant_ssd(const QuambaQuantSSDParams* p
   // the chunked kernel (ssd_chunked.cuh) unless QUAMBA_SSD_CHUNKED=0, a short prefill (L < kMinSeqlen, mode 1),
   // staging 1 or a call it does not take (then p_tile 8 / 16 and the rest are the sequential kernel's)
   const bool chunked = mode != 0 && (mode == 2 || p->seqlen >= quamba::ssdc::kMinSeqlen) && p->staging == 0;
-  // (p_tile 0 = the chunked kernel's automatic tile; 32 / 64 = that tile; 8 / 16 = the sequential kernel's)
-  const bool seq_tile = p->p_tile == 8 || p->p_tile == 16;
-  const int pt = chunked && !seq_tile ? quamba::ssdc::tile_for(*p, p->p_tile) : 0;
+  const int pt = chunked ? quamba::ssdc::tile_for(*p, p->p_tile == 0 ? 32 : p->p_tile) : 0;
   if (pt != 0) return quamba::ssdc::dispatch(*p, pt, stream);
   // 4-byte loads of B, C and x need 4-byte aligned bases and strides (and whole 4-channel groups of x)
   const bool vec = p->headdim % 4 == 0 && aligned(p->x, 4) && p->x_batch_stride % 4 == 0 &&

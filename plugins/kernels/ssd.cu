@@ -17,7 +17,7 @@ extern "C" QUAMBA_API cudaError_t quamba_ssd(const QuambaSSDParams* p, cudaStrea
   QUAMBA_CHECK_ARG(p->x && p->dt && p->A && p->B && p->C && p->y && p->state_out);
   QUAMBA_CHECK_ARG(p->dt_type == QUAMBA_DT_F16 || p->dt_type == QUAMBA_DT_F32);
   QUAMBA_CHECK_ARG(p->state_type == QUAMBA_SSD_STATE_F32 || p->state_type == QUAMBA_SSD_STATE_F16);
-  const int pt = quamba::ssdc::tile_for(*p, 0);
+  const int pt = quamba::ssdc::tile_for(*p, 32);
   if (pt == 0) return cudaErrorNotSupported;
   return quamba::ssdc::dispatch(*p, pt, stream);
 }

@@ -450,13 +450,12 @@ int run_grid(const Prm* p, int pt, const void* const* range_lo, const void* cons
     smem = pt == 32 ? Cfg<64, 32, f16>::SMEM_BYTES : Cfg<64, 64, f16>::SMEM_BYTES;
   }
   if (p->dstate == 128) {
-    k = pt == 16 ? kernel_entry<128, 16, Prm> : (pt == 32 ? kernel_entry<128, 32, Prm> : kernel_entry<128, 64, Prm>);
-    smem = pt == 16 ? Cfg<128, 16, f16>::SMEM_BYTES
-                    : (pt == 32 ? Cfg<128, 32, f16>::SMEM_BYTES : Cfg<128, 64, f16>::SMEM_BYTES);
+    k = pt == 32 ? kernel_entry<128, 32, Prm> : kernel_entry<128, 64, Prm>;
+    smem = pt == 32 ? Cfg<128, 32, f16>::SMEM_BYTES : Cfg<128, 64, f16>::SMEM_BYTES;
   }
-  if (p->dstate == 256 && (pt == 16 || pt == 32)) {
-    k = pt == 16 ? kernel_entry<256, 16, Prm> : kernel_entry<256, 32, Prm>;
-    smem = pt == 16 ? Cfg<256, 16, f16>::SMEM_BYTES : Cfg<256, 32, f16>::SMEM_BYTES;
+  if (p->dstate == 256 && pt == 32) {
+    k = kernel_entry<256, 32, Prm>;
+    smem = Cfg<256, 32, f16>::SMEM_BYTES;
   }
   if (k == nullptr) {
     emu::error = "unsupported d_state / tile";

@@ -189,7 +189,7 @@ __device__ __forceinline__ int pow2_exponent(float bound, int keep) {
 template <int N, int PT, bool F16 = false>
 struct Cfg {
   static_assert(N == 64 || N == 128 || N == 256, "d_state 64 / 128 / 256");
-  static_assert(PT == 16 || PT == 32 || PT == 64, "channel tile 16 / 32 / 64");
+  static_assert(PT == 32 || PT == 64, "channel tile 32 / 64");
   static constexpr int ESZ = F16 ? 2 : 1;  // bytes per input element
   // Row strides (padding keeps ldmatrix phases and the state's B loads free of bank conflicts: B / C rows
   // are 4 words mod 32 apart, X rows 4 or 20; S rows 8 words (int8: two half-warps of 8-byte loads) or
@@ -216,7 +216,7 @@ struct Cfg {
   static constexpr int MT = PT / 16, NG = N / 32;
   static constexpr int WN = NG < kWarps ? NG : kWarps, WM = kWarps / WN;
   static constexpr int MTW = MT / WM, NGW = NG / WN;  // tiles per warp
-  static_assert(MT % WM == 0 && NG % WN == 0, "state tiles (a 16-channel tile needs d_state >= 128)");
+  static_assert(MT % WM == 0 && NG % WN == 0, "state tiles");
   static_assert(ST_BYTES % 16 == 0 && OFF_SH % 16 == 0 && OFF_CUMH % 16 == 0, "16-byte aligned regions");
 };
 
@@ -326,9 +326,8 @@ __global__ void __launch_bounds__(kThreads) chunked_kernel(const Prm p) {
     }
     constexpr int XP = PT * ESZ / 16;
 #pragma unroll
-    for (int i = 0; i < (kQ * XP + kThreads - 1) / kThreads; ++i) {  // int8 rows of a 16-channel tile: half the threads
+    for (int i = 0; i < kQ * XP / kThreads; ++i) {
       const int u = tid + i * kThreads, r = u / XP, k = (u % XP) * 16;
-      if (kQ * XP % kThreads != 0 && u >= kQ * XP) break;
       const bool ok = t0 + r < L && p0 + k / ESZ < P;
       cp_async16(sb + Cf::ST_X + r * Cf::XQS + k, ok ? xg + int64_t(t0 + r) * x_ss + k : xg, ok);
     }
@@ -783,43 +782,33 @@ template <bool F16>
 int smem_bytes(int n, int pt) {
   switch (n) {
     case 64: return pt == 32 ? smem_of<64, 32, F16>() : smem_of<64, 64, F16>();
-    case 128: return pt == 16 ? smem_of<128, 16, F16>() : (pt == 32 ? smem_of<128, 32, F16>() : smem_of<128, 64, F16>());
-    default: return pt == 16 ? smem_of<256, 16, F16>() : smem_of<256, 32, F16>();
+    case 128: return pt == 32 ? smem_of<128, 32, F16>() : smem_of<128, 64, F16>();
+    default: return smem_of<256, 32, F16>();
   }
 }
 
-// The chunked kernel's channel tile for this call (16 / 32 / 64), or 0 = not taken. It takes d_state 64 / 128 /
-// 256, headdim % 16 == 0, 16-byte aligned x / B / C rows (cp.async), an even-aligned y (32-bit stores), a tile
-// `pt` of 16 (d_state >= 128), 32 or 64 (d_state <= 128), 0 = automatic (below), and an sm_80+ device with the
-// shared memory (sm_86 / sm_89 lack it for int8 d_state 256, the Orin's sm_87 for fp16 d_state 256).
-// Automatic: 32 channels per block, or 16 where 32 would give fewer than kMinBlocksPerSM blocks per
-// multiprocessor: a block walks its chunks one after the other, so at small batch the time is the latency of
-// one block's chunk loop and more, smaller blocks (each chunk's C B^T recomputed per block) finish sooner.
-constexpr int kMinBlocksPerSM = 4;
-
+// The chunked kernel's channel tile for this call (32 / 64), or 0 = not taken. It takes d_state 64 / 128 / 256,
+// headdim % 16 == 0, 16-byte aligned x / B / C rows (cp.async), an even-aligned y (32-bit stores), a tile
+// `pt` of 32 or 64 (64 only for d_state <= 128), and an sm_80+ device with the shared memory (sm_86 / sm_89
+// lack it for int8 d_state 256, the Orin's sm_87 for fp16 d_state 256).
 template <class Prm>
 int tile_for(const Prm& p, int pt) {
   using quamba::m2::aligned;
   constexpr int64_t e = IsF16<Prm>::value ? 2 : 1;  // bytes per input element
   if (p.dstate != 64 && p.dstate != 128 && p.dstate != 256) return 0;
   if (p.headdim % 16 != 0) return 0;
-  int dev = 0, major = 0, optin = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    return 0;
-  }
-  if (pt == 0) {
-    const long long blocks32 = static_cast<long long>(ceil_div(p.headdim, 32)) * p.nheads * p.batch;
-    pt = p.dstate >= 128 && blocks32 < static_cast<long long>(kMinBlocksPerSM) * sms ? 16 : 32;
-  }
-  if ((pt != 16 && pt != 32 && pt != 64) || (pt == 64 && p.dstate > 128) || (pt == 16 && p.dstate < 128)) return 0;
+  if ((pt != 32 && pt != 64) || (pt == 64 && p.dstate > 128)) return 0;
   const bool rows16 = aligned(p.x, 16) && p.x_batch_stride * e % 16 == 0 && p.x_seq_stride * e % 16 == 0 &&
                       aligned(p.B, 16) && p.B_batch_stride * e % 16 == 0 && p.B_seq_stride * e % 16 == 0 &&
                       aligned(p.C, 16) && p.C_batch_stride * e % 16 == 0 && p.C_seq_stride * e % 16 == 0;
   const bool y_even = aligned(p.y, 4) && p.y_batch_stride % 2 == 0 && p.y_seq_stride % 2 == 0;
   if (!rows16 || !y_even) return 0;
+  int dev = 0, major = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    return 0;
+  }
   return major >= 8 && optin >= smem_bytes<IsF16<Prm>::value>(p.dstate, pt) ? pt : 0;
 }
 
@@ -846,8 +835,8 @@ template <class Prm>
 cudaError_t dispatch(const Prm& p, int pt, cudaStream_t stream) {
   switch (p.dstate) {
     case 64: return pt == 32 ? launch<64, 32>(p, stream) : launch<64, 64>(p, stream);
-    case 128: return pt == 16 ? launch<128, 16>(p, stream) : (pt == 32 ? launch<128, 32>(p, stream) : launch<128, 64>(p, stream));
-    case 256: return pt == 16 ? launch<256, 16>(p, stream) : launch<256, 32>(p, stream);
+    case 128: return pt == 32 ? launch<128, 32>(p, stream) : launch<128, 64>(p, stream);
+    case 256: return launch<256, 32>(p, stream);
     default: return cudaErrorInvalidValue;
   }
 }
