@@ -198,6 +198,19 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
         out.append(dict(name="quant_selective_scan", model="mamba-2.8b",
                         shape=f"B={bsz} L={seqlen} E={e} N={n}", bytes=nbytes, kernel=kern, reference=ref,
                         note="int8 state in/out"))
+        # the float scan (fp16 baseline / W4A16 models) on the same fp16 inputs as the reference (no Triton anchor:
+        # mamba_ssm's Mamba1 prefill is a CUDA extension, not in the anchor package)
+        h0f, yf = h0.float(), torch.empty_like(y)
+        fst = torch.empty(bsz, e, n, device="cuda")
+        fbytes = 2 * 3 * bsz * seqlen * e + 2 * 2 * bsz * seqlen * n + 2 * bsz * seqlen * e + 2 * 4 * bsz * e * n \
+            + 4 * e * n + 8 * e
+
+        def fkern(i, uf=uf, dtf=dtf, zf=zf, bf=bf, cf=cf, h0f=h0f, yf=yf, fst=fst, d32=d_f.float(),
+                  bias32=bias_f.float()):
+            ops.selective_scan(uf, dtf, a_f, bf, cf, d32, zf, bias32, True, h0f, yf, fst)
+
+        out.append(dict(name="selective_scan", model="mamba-2.8b", shape=f"B={bsz} L={seqlen} E={e} N={n}",
+                        bytes=fbytes, kernel=fkern, reference=ref, note="fp16 in/out, fp32 state in/out"))
     # decode
     for bsz in decode_batches:
         nbytes = 2 * bsz * e * n + e * n + 3 * bsz * e + 2 * bsz * n + 2 * bsz * e + 2 * e
@@ -257,7 +270,7 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
 # op names of each case builder, so that --only builds (and allocates) only what it keeps
 _GROUPS = {
     "conv": ("quant_causal_conv1d",),
-    "scan": ("quant_selective_scan", "quant_selective_state_update", "selective_state_update"),
+    "scan": ("quant_selective_scan", "quant_selective_state_update", "selective_scan", "selective_state_update"),
     "mamba2": ("quant_ssd", "quant_ssd_state_update", "ssd", "ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm",
                "quant_embedding"),
     "linear": ("w8a8_linear", "w4a8_linear", "w4a16_linear", "w8a8_linear_intmm", "w4a8_linear_intmm",
