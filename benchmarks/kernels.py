@@ -117,7 +117,7 @@ def state_pass_ms(nbytes: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Mamba1 cases (quant_causal_conv1d also at the Mamba2 shapes: one kernel serves both)
+# Mamba1 cases (quant_causal_conv1d and the float causal_conv1d also at the Mamba2 shapes: one kernel serves both)
 # ---------------------------------------------------------------------------------------------------
 
 def _i8(*shape: int) -> torch.Tensor:
@@ -157,6 +157,19 @@ def conv_cases(ops: Any) -> list[dict]:
             out.append(dict(name="quant_causal_conv1d", model=model,
                             shape=f"B={bsz} L={seqlen} C={c} K={k}" + (" (decode)" if seqlen == 1 else ""),
                             bytes=nbytes, kernel=kern, reference=ref))
+            # the float conv (fp16 baseline / W4A16 models) on the reference's own fp16 inputs: fp16 x, weight,
+            # bias, state in; fp16 y and new state out
+            fbytes = 2 * (2 * bsz * seqlen * c + 2 * bsz * c * (k - 1) + c * k + c)
+            fsets = [dict(s, y=torch.empty(bsz, seqlen, c, dtype=torch.float16, device="cuda"),
+                          nst=torch.empty(bsz, c, k - 1, dtype=torch.float16, device="cuda")) for s in rsets]
+
+            def fkern(i, fsets=fsets, wf=wf, bf=bf):
+                s = fsets[i % len(fsets)]
+                ops.causal_conv1d(s["x"], wf, bf, s["st"], True, s["y"], s["nst"])
+
+            out.append(dict(name="causal_conv1d", model=model,
+                            shape=f"B={bsz} L={seqlen} C={c} K={k}" + (" (decode)" if seqlen == 1 else ""),
+                            bytes=fbytes, kernel=fkern, reference=ref, note="fp16 in/out, fp16 state"))
     return out
 
 
@@ -269,7 +282,7 @@ def scan_cases(ops: Any, decode_batches: tuple[int, ...] = (1, 64)) -> list[dict
 
 # op names of each case builder, so that --only builds (and allocates) only what it keeps
 _GROUPS = {
-    "conv": ("quant_causal_conv1d",),
+    "conv": ("quant_causal_conv1d", "causal_conv1d"),
     "scan": ("quant_selective_scan", "quant_selective_state_update", "selective_scan", "selective_state_update"),
     "mamba2": ("quant_ssd", "quant_ssd_state_update", "ssd", "ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm",
                "quant_embedding"),

@@ -209,6 +209,51 @@ def _norm_model(ops: Any, model: str) -> list[dict]:
 
         out.append(dict(name="quant_gated_rms_norm", model=model, shape=f"L={seqlen} E={e} G={g}", bytes=nbytes,
                         kernel=kern, reference=ref, note="fp16 y + int8 z -> fp16"))
+        out += _float_norm_rows(ops, model, seqlen, d, e, g, w16_d, w16_e)
+    return out
+
+
+def _float_norm_rows(ops: Any, model: str, seqlen: int, d: int, e: int, g: int, w16_d, w16_e) -> list[dict]:
+    """The fp16 model's norms (add_rms_norm / gated_rms_norm, the float twins), same shapes as the int8 rows;
+    reference: the torch ops the FP model ran before (kernel_dispatch._float_add_rms_norm, ssm.gated_rms_norm)."""
+    from quamba_edge.models import ssm
+    from quamba_edge.ops import kernel_dispatch as kd
+
+    out = []
+    # fp16 hidden + fp32 residual stream -> fp16 y + fp32 residual_out (the FP Block, residual_in_fp32), fp16 weight
+    nbytes = 12 * seqlen * d + 2 * d
+    nsets = l2_sets(nbytes)
+    sets = [dict(hid=_h(1, seqlen, d), res=torch.randn(1, seqlen, d, device="cuda"),
+                 y=torch.empty(1, seqlen, d, dtype=torch.float16, device="cuda"),
+                 ro=torch.empty(1, seqlen, d, device="cuda")) for _ in range(nsets)]
+
+    def kern(i, sets=sets, w=w16_d):
+        s = sets[i % len(sets)]
+        ops.add_rms_norm(s["hid"], s["res"], w, 1e-5, True, s["y"], s["ro"])
+
+    def ref(i, sets=sets, w=w16_d):
+        s = sets[i % len(sets)]
+        kd._float_add_rms_norm(s["hid"], s["res"], w, 1e-5, True)
+
+    out.append(dict(name="add_rms_norm", model=model, shape=f"L={seqlen} d={d}", bytes=nbytes,
+                    kernel=kern, reference=ref,
+                    note="fp16 hidden + fp32 residual -> fp16 + fp32 residual_out; ref: the FP Block's torch ops"))
+    # gated group RMSNorm, fp16 x and z (the fp16 model's mixer)
+    nbytes = 6 * seqlen * e + 2 * e
+    nsets = l2_sets(nbytes)
+    sets = [dict(y=_h(1, seqlen, e), z=_h(1, seqlen, e),
+                 o=torch.empty(1, seqlen, e, dtype=torch.float16, device="cuda")) for _ in range(nsets)]
+
+    def kern(i, sets=sets, g=g, e=e, w=w16_e):
+        s = sets[i % len(sets)]
+        ops.gated_rms_norm(s["y"], s["z"], w, 1e-5, e // g, False, s["o"])
+
+    def ref(i, sets=sets, g=g, e=e, w=w16_e):
+        s = sets[i % len(sets)]
+        ssm.gated_rms_norm(s["y"], s["z"], w, 1e-5, e // g)
+
+    out.append(dict(name="gated_rms_norm", model=model, shape=f"L={seqlen} E={e} G={g}", bytes=nbytes,
+                    kernel=kern, reference=ref, note="fp16 y + fp16 z -> fp16; ref: ssm.gated_rms_norm"))
     return out
 
 

@@ -59,6 +59,8 @@ def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
     if not qc.act8:
         names.add("w4a16_linear")
         names |= float_ssm_ops(arch, decode)  # the W4A16 mixers' float SSM
+        if arch == "mamba2":
+            names.add("gated_rms_norm")  # and Mamba2's float gated norm
     else:
         names.add("w8a8_linear" if qc.w_bits == 8 else "w4a8_linear")
         if arch == "mamba1":
@@ -75,10 +77,17 @@ def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
 
 
 def float_ssm_ops(arch: str, decode: bool) -> set[str]:
-    """The float SSM op an FP / W4A16 mixer calls (kernel_dispatch.ssd ... : the reference's names)."""
+    """The float SSM ops an FP / W4A16 mixer calls (kernel_dispatch.ssd ... : the reference's names): its float
+    conv (kernel_dispatch.causal_conv1d, prefill and decode) and its scan / SSD."""
     if arch == "mamba1":
-        return {"selective_state_update" if decode else "selective_scan"}
-    return {"ssd_state_update" if decode else "ssd"}
+        return {"causal_conv1d", "selective_state_update" if decode else "selective_scan"}
+    return {"causal_conv1d", "ssd_state_update" if decode else "ssd"}
+
+
+def float_norm_ops(arch: str) -> set[str]:
+    """The float norms an FP model calls (prefill and decode): the block norms and norm_f
+    (kernel_dispatch.add_rms_norm), Mamba2's gated norm (kernel_dispatch.gated_rms_norm)."""
+    return {"add_rms_norm", "gated_rms_norm"} if arch == "mamba2" else {"add_rms_norm"}
 
 
 def expected_row_ops(model: Any, decode: bool) -> set[str]:
@@ -331,6 +340,65 @@ def _float_selective_state_update(i, o, opts):
     st.copy_(rst)
 
 
+def _float_causal_conv1d(i, o, opts):
+    """As the binding: x fp16 / fp32 with unit channel stride, weight [C, K] (K <= 4), bias / state fp16 / fp32
+    (used as they are: fp32 math), y and the new state in x's dtype; the reference in fp32, rounded once."""
+    x, weight, bias, state, silu = i
+    y, st = o
+    assert x.dtype in (torch.float16, torch.float32) and x.dim() == 3 and x.stride(2) == 1, (x.dtype, x.stride())
+    b, L, c = x.shape
+    assert weight.dtype in (torch.float16, torch.float32) and weight.dim() == 2 and weight.shape[0] == c
+    kw = weight.shape[1]
+    assert 1 <= kw <= 4
+    assert bias is None or (bias.dtype in (torch.float16, torch.float32) and tuple(bias.shape) == (c,))
+    assert state is None or (state.dtype in (torch.float16, torch.float32) and tuple(state.shape) == (b, c, kw - 1))
+    assert y.dtype == st.dtype == x.dtype and tuple(y.shape) == (b, L, c) and y.stride(2) == 1
+    assert tuple(st.shape) == (b, c, kw - 1) and st.is_contiguous()
+    ry, rst = ssm.causal_conv1d(x.float(), weight.float(), _up(bias), _up(state), "silu" if silu else None)
+    y.copy_(ry)
+    st.copy_(rst)
+
+
+_NORM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _norm_rows(t: Any, name: str, n: int) -> None:
+    """A float [rows, n] tensor with unit element stride, as the dispatch hands the norm bindings their rows."""
+    assert isinstance(t, torch.Tensor) and t.dtype in _NORM_DTYPES, f"{name}: {None if t is None else t.dtype}"
+    assert t.dim() == 2 and t.shape[1] == n and t.stride(1) == 1, f"{name}: {tuple(t.shape)} {t.stride()}"
+
+
+def _float_add_rms_norm(i, o, opts):
+    """As the binding: the stream's dtype from residual_in_fp32 / promotion, residual_out (or None) in it."""
+    from quamba_edge.ops import kernel_dispatch as kd
+
+    hidden, residual, weight, eps, res_fp32 = i
+    y, res = o
+    d = hidden.shape[-1]
+    _norm_rows(hidden, "hidden", d)
+    if residual is not None:
+        _norm_rows(residual, "residual", d)
+    assert weight.dtype in _NORM_DTYPES and tuple(weight.shape) == (d,) and y.dtype in _NORM_DTYPES
+    ry, rres = kd._float_add_rms_norm(hidden, residual, weight, eps, res_fp32)
+    assert res is None or res.dtype == rres.dtype, (res.dtype, rres.dtype)
+    assert y.numel() == ry.numel() and (res is None or res.numel() == rres.numel())
+    y.copy_(ry.reshape(y.shape))  # rms_norm(stream) in the weight's dtype: exact in the y the dispatch asked for
+    if res is not None:
+        res.copy_(rres.reshape(res.shape))
+
+
+def _float_gated_rms_norm(i, o, opts):
+    x, z, weight, eps, gs, nbg = i
+    (out,) = o
+    e = x.shape[-1]
+    _norm_rows(x, "x", e)
+    if z is not None:
+        _norm_rows(z, "z", e)
+    assert weight.dtype in _NORM_DTYPES and tuple(weight.shape) == (e,) and out.dtype in _NORM_DTYPES
+    assert gs >= 1 and e % gs == 0 and out.numel() == x.numel()
+    out.copy_(ssm.gated_rms_norm(x, z, weight, eps, gs, nbg).reshape(out.shape))
+
+
 def _linear_y(y: torch.Tensor, out_scale: Any) -> None:
     assert y.dtype == (torch.int8 if out_scale is not None else torch.float32), y.dtype
 
@@ -385,6 +453,9 @@ _IMPLS: dict[str, Callable] = {
     "ssd_state_update": _float_ssd_state_update,
     "selective_scan": _float_selective_scan,
     "selective_state_update": _float_selective_state_update,
+    "causal_conv1d": _float_causal_conv1d,
+    "add_rms_norm": _float_add_rms_norm,
+    "gated_rms_norm": _float_gated_rms_norm,
 }
 
 

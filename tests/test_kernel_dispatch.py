@@ -46,7 +46,7 @@ def op_checks(monkeypatch):
         dispatching, reference = getattr(kd, op), getattr(kd, _reference_name(op))
         # the float SSMs round fp32 inputs to fp16 (kernel_dispatch's policy): a looser bound, still far below
         # the O(1) errors of a mis-mapped argument
-        tol = 2**-7 if op in FLOAT_SSM_OPS else 2**-10
+        tol = 2**-7 if op in FLOAT_SSM_OPS + FLOAT_CONV_OPS else 2**-10
 
         def run(*args, **kwargs):
             ref_args = [a.expand() if isinstance(a, kd.RowScales) else a for a in args]  # as the dispatch does
@@ -74,11 +74,14 @@ def op_checks(monkeypatch):
 
 
 FLOAT_SSM_OPS = ("ssd", "ssd_state_update", "selective_scan", "selective_state_update")
+FLOAT_NORM_OPS = ("add_rms_norm", "gated_rms_norm")
+FLOAT_CONV_OPS = ("causal_conv1d",)  # the float conv (reference ssm.causal_conv1d)
 
 
 def _reference_name(op: str) -> str:
-    """kernel_dispatch's name of an op's reference (the float SSMs': ``_ref_float_<op>``)."""
-    return "_ref_float_" + op if op in FLOAT_SSM_OPS else "_ref_" + op.removeprefix("quant_")
+    """kernel_dispatch's name of an op's reference (the float SSMs' and norms': ``_ref_float_<op>``)."""
+    return "_ref_float_" + op if op in FLOAT_SSM_OPS + FLOAT_NORM_OPS + FLOAT_CONV_OPS else \
+        "_ref_" + op.removeprefix("quant_")
 
 
 def _ids(batch: int = 2, length: int = 21, seed: int = 3) -> torch.Tensor:
@@ -348,7 +351,9 @@ def test_state_is_not_written(cpu_is_kernel_device):
 
 
 def test_every_kernel_is_reached():
-    reached = set()
+    from kernel_dispatch_helpers import float_norm_ops
+
+    reached = float_norm_ops("mamba1") | float_norm_ops("mamba2")  # the FP models' norms
     for case in CASES:
         model = tiny_quantized(*case)
         reached |= expected_kernel_ops(model, decode=False) | expected_kernel_ops(model, decode=True)
@@ -635,7 +640,7 @@ def test_fp_model_runs_the_float_kernels(cpu_is_kernel_device, op_checks, arch):
     """The FP model's SSM goes through the dispatch: prefill and decode on the float kernels (the fake), each
     call checked op by op against the reference, logits close; the reference when off; no kernel call while
     exporting."""
-    from kernel_dispatch_helpers import float_ssm_ops
+    from kernel_dispatch_helpers import float_norm_ops, float_ssm_ops
 
     model = _fp_kernel_model(arch)
     ids = _ids(length=9)
@@ -649,11 +654,289 @@ def test_fp_model_runs_the_float_kernels(cpu_is_kernel_device, op_checks, arch):
         ref_step, _ = model.step(tok, ref_state)
     _close(got, ref)
     _close(step, ref_step)
-    assert set(fake.calls) == float_ssm_ops(arch, False) | float_ssm_ops(arch, True) and not _fallbacks()
-    assert fake.calls[next(iter(float_ssm_ops(arch, False)))] == model.config.n_layer
-    assert op_checks["calls"] == 4 * model.config.n_layer  # every call (kernels on or off) checked
+    want = float_ssm_ops(arch, False) | float_ssm_ops(arch, True) | float_norm_ops(arch)
+    assert set(fake.calls) == want and not _fallbacks()
+    n = model.config.n_layer
+    assert fake.calls[next(iter(float_ssm_ops(arch, False) - {"causal_conv1d"}))] == n
+    assert fake.calls["causal_conv1d"] == 2 * n  # the float conv, prefill and step
+    assert fake.calls["add_rms_norm"] == 2 * (n + 1)  # block norms and norm_f, prefill and step
+    assert fake.calls["gated_rms_norm"] == (2 * n if arch == "mamba2" else 0)
+    # every call (kernels on or off) checked: per forward the conv, the SSM, the block norms, norm_f (and the gated
+    # norms)
+    assert op_checks["calls"] == 4 * (n + n + n + 1 + (n if arch == "mamba2" else 0))
     kd.counts.clear()
     fake = FakeKernels()
     with torch.inference_mode(), kd.use_kernels(fake), export_dtype(torch.float32):
         model(ids)
     assert not fake.calls and not kd.counts
+
+
+# ---- the float norms (FP models; W4A16 Mamba2's gated norm) ---------------------------------------------------
+
+
+def _norm_args(op: str, dtype=torch.float16, wdt=torch.float16, lead=(2, 5), d: int = 48, res=torch.float32,
+               z=True, seed: int = 4):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s, dt=dtype: (torch.randn(*s, generator=gen) * 2).to(dt)  # noqa: E731
+    w = (0.5 + torch.rand(d, generator=gen)).to(wdt)
+    if op == "add_rms_norm":
+        return r(*lead, d), None if res is None else r(*lead, d, dt=res), w, 1e-5
+    return r(*lead, d), r(*lead, d) if z else None, w, 1e-5
+
+
+ADD_NORM_CASES = [  # (hidden, residual or None, weight, residual_in_fp32, prenorm)
+    (torch.float16, torch.float32, torch.float16, True, True),     # the fp16 model's blocks
+    (torch.float16, None, torch.float16, True, True),              # first block
+    (torch.float16, torch.float32, torch.float16, False, False),   # norm_f (stream fp32 + fp16)
+    (torch.float16, torch.float16, torch.float16, False, True),    # residual_in_fp32 = False: an fp16 stream
+    (torch.float16, torch.float16, torch.float32, False, True),    # fp16 stream, fp32 weight: y via fp16
+    (torch.float32, torch.float32, torch.float32, True, True),
+    (torch.bfloat16, torch.bfloat16, torch.bfloat16, False, True),
+]
+
+
+@pytest.mark.parametrize("hdt,rdt,wdt,res_fp32,prenorm", ADD_NORM_CASES)
+def test_add_rms_norm_dispatch(cpu_is_kernel_device, hdt, rdt, wdt, res_fp32, prenorm):
+    """add_rms_norm reaches its kernel (the fake: the binding's argument checks, then the reference) and returns
+    exactly the reference's values and dtypes: (out in the weight's dtype, the stream), or out alone."""
+    hidden, residual, w, eps = _norm_args("add_rms_norm", hdt, wdt, res=rdt)
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = kd.add_rms_norm(hidden, residual, w, eps, res_fp32, prenorm)
+    want = kd._ref_float_add_rms_norm(hidden, residual, w, eps, res_fp32, prenorm)
+    assert fake.calls == {"add_rms_norm": 1} and kd.counts == {"add_rms_norm": 1}
+    got, want = (got, want) if prenorm else ((got,), (want,))
+    for g, wv in zip(got, want):
+        assert (g.dtype, g.shape) == (wv.dtype, wv.shape) and torch.equal(g, wv)
+
+
+@pytest.mark.parametrize("xdt,zdt,wdt", [(torch.float16, torch.float16, torch.float16),
+                                         (torch.float32, torch.float32, torch.float16),  # W4A16
+                                         (torch.float16, None, torch.float32),
+                                         (torch.bfloat16, torch.float32, torch.bfloat16)])
+@pytest.mark.parametrize("nbg", [False, True])
+def test_gated_rms_norm_dispatch(cpu_is_kernel_device, xdt, zdt, wdt, nbg):
+    x, z, w, eps = _norm_args("gated_rms_norm", xdt, wdt)
+    if z is not None:
+        z = z.to(zdt)
+    else:
+        z = None if zdt is None else z
+    fake = FakeKernels()
+    for gs in (None, 12):
+        with kd.use_kernels(fake):
+            got = kd.gated_rms_norm(x, z, w, eps, gs, nbg)
+        want = kd._ref_float_gated_rms_norm(x, z, w, eps, gs, nbg)
+        assert (got.dtype, got.shape) == (want.dtype, want.shape) and torch.equal(got, want)
+    assert fake.calls == {"gated_rms_norm": 2} and kd.counts == {"gated_rms_norm": 2}
+
+
+def test_float_norm_views_reach_the_kernel(cpu_is_kernel_device, monkeypatch):
+    """z split out of in_proj's output (strided rows) and a token slice reach the kernels as [rows, n] views
+    (no copy where the leading dims collapse)."""
+    import kernel_dispatch_helpers as kh
+
+    seen = []
+    real = kh._IMPLS["gated_rms_norm"]
+    monkeypatch.setitem(kh._IMPLS, "gated_rms_norm", lambda i, o, opts: (seen.append(i[1]), real(i, o, opts))[1])
+    gen = torch.Generator().manual_seed(5)
+    zx = torch.randn(2, 7, 80, generator=gen).half()
+    z, x = zx[..., :32], zx[..., 32:64].contiguous()
+    w = torch.rand(32, generator=gen).half()
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = kd.gated_rms_norm(x, z, w, 1e-5, 8)
+    assert torch.equal(got, kd._ref_float_gated_rms_norm(x, z, w, 1e-5, 8))
+    assert seen[0].data_ptr() == z.data_ptr() and seen[0].stride() == (80, 1)
+    hidden, residual = torch.randn(3, 9, 32, generator=gen).half(), torch.randn(3, 9, 32, generator=gen)
+    with kd.use_kernels(fake):
+        got = kd.add_rms_norm(hidden[:, -1:], residual[:, -1:], w, 1e-5, False, False)
+    assert torch.equal(got, kd._ref_float_add_rms_norm(hidden[:, -1:], residual[:, -1:], w, 1e-5, False, False))
+    assert fake.calls == {"gated_rms_norm": 1, "add_rms_norm": 1}
+
+
+@pytest.mark.parametrize("op", FLOAT_NORM_OPS)
+def test_float_norm_fallbacks(cpu_is_kernel_device, op):
+    """The reference, unchanged and counted, for: fp64 (oracle tests), calls recording gradients, d / group
+    sizes over 16384, broadcast shapes, an fp16 stream with a bf16 weight (two lossy roundings); exporting runs
+    it uncounted."""
+    fn, ref = getattr(kd, op), getattr(kd, _reference_name(op))
+    grad = list(_norm_args(op))
+    grad[2] = grad[2].clone().requires_grad_(True)
+    cases = [(_norm_args(op, torch.float64, torch.float64), {}), (tuple(grad), {}),
+             (_norm_args(op, d=16400), {})]
+    if op == "add_rms_norm":
+        h, r, w, eps = _norm_args(op)
+        cases += [((h, r[:1], w, eps), {}),  # residual broadcast over the batch
+                  ((h, r.half(), w.bfloat16(), eps), dict(residual_in_fp32=False))]
+    else:
+        x, z, w, eps = _norm_args(op, d=48)
+        cases += [((x, z[..., :1].expand_as(z).contiguous()[:1], w, eps), {}),  # z broadcast
+                  ((x, z, w, eps, 16400 // 2), {})]  # group size over the kernels' limit (not a divisor either)
+    fake = FakeKernels()
+    n = 0
+    with kd.use_kernels(fake):
+        for args, kw in cases:
+            try:
+                want = ref(*args, **kw)
+            except (ValueError, RuntimeError):
+                with pytest.raises((ValueError, RuntimeError)):
+                    fn(*args, **kw)
+                n += 1
+                continue
+            got = fn(*args, **kw)
+            n += 1
+            for g, wv in zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want))):
+                assert g.dtype == wv.dtype and torch.equal(g.detach(), wv.detach())
+    assert not fake.calls and kd.counts == {op + ":reference": n}
+    kd.counts.clear()
+    with kd.use_kernels(fake), export_dtype(torch.float32):
+        fn(*_norm_args(op, torch.float32, torch.float32))
+    assert not fake.calls and not kd.counts
+
+
+def test_replaced_or_observed_norms_keep_their_module_call(cpu_is_kernel_device):
+    """Block / norm_f fuse only a plain RMSNorm without hooks: a forward hook on a norm (calibration, capture)
+    still sees its call, and the logits do not change."""
+    from kernel_dispatch_helpers import tiny_fp
+
+    model = tiny_fp("mamba2")
+    ids = _ids(length=6)
+    seen = []
+    with torch.inference_mode():
+        ref = model(ids)
+        handles = [m.register_forward_hook(lambda _m, i, o: seen.append(o.shape))
+                   for m in (model.layers[0].norm, model.norm_f)]
+        try:
+            fake = FakeKernels()
+            with kd.use_kernels(fake):
+                got = model(ids)
+        finally:
+            for h in handles:
+                h.remove()
+    assert len(seen) == 2
+    _close(got, ref)
+    assert fake.calls["add_rms_norm"] == model.config.n_layer - 1  # the other blocks' norms still fuse
+
+
+# ---- the float conv (FP models; the W4A16 mixers' FPConv1d) ----------------------------------------------------
+
+
+def _conv_args(dtype=torch.float16, b: int = 2, L: int = 5, c: int = 24, k: int = 4, wdt=None, bias=True,
+               state="same", strided: bool = False, seed: int = 9):
+    """(x, weight, bias, conv_state, activation) in ssm.causal_conv1d's order; ``state`` None, "same" (x's dtype)
+    or a dtype; ``strided``: x a column slice of a wider activation (as Mamba2's [x|B|C] out of in_proj)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s, dt=dtype: torch.randn(*s, generator=gen).to(dt)  # noqa: E731
+    x = r(b, L, c + 7)[..., 3:3 + c] if strided else r(b, L, c)
+    sdt = dtype if state == "same" else state
+    return (x, r(c, k, dt=wdt or dtype), r(c, dt=wdt or dtype) if bias else None,
+            None if state is None else r(b, c, k - 1, dt=sdt), "silu")
+
+
+CONV_CASES = {  # name -> _conv_args keywords
+    "fp16-decode": dict(L=1),
+    "fp16-prefill": dict(L=9),
+    "fp16-no-state-no-bias": dict(state=None, bias=False),
+    "fp16-strided-x": dict(strided=True, L=3),
+    "fp16-fp32-state": dict(state=torch.float32, L=1),
+    "fp32-w4a16": dict(dtype=torch.float32, wdt=torch.float16, state=torch.float16),  # FPConv1d's call
+    "fp32-short": dict(dtype=torch.float32, L=2),  # L < K-1: the new state mixes the old one and x
+    "k2": dict(k=2, L=4),
+    "k1": dict(k=1, L=3),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_causal_conv1d_dispatch(cpu_is_kernel_device, case):
+    """The float conv reaches its kernel (the fake checks the binding's dtypes and layouts: x with unit channel
+    stride, y and the new state in x's dtype) with the reference's arguments; results in the reference's dtypes
+    and shapes, within the kernel's one rounding; the caller's tensors untouched."""
+    args = _conv_args(**CONV_CASES[case])
+    snapshot = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = kd.causal_conv1d(*args)
+    assert fake.calls == {"causal_conv1d": 1} and kd.counts == {"causal_conv1d": 1}
+    want = kd._ref_float_causal_conv1d(*args)
+    assert got[0].dtype == got[1].dtype == args[0].dtype and got[0].is_contiguous() and got[1].is_contiguous()
+    _check_float(got[:1], want[:1], 2**-9)
+    assert torch.equal(got[1], want[1])  # the new state holds the inputs (in x's dtype): exact
+    assert all(torch.equal(a, s) if isinstance(a, torch.Tensor) else a == s for a, s in zip(args, snapshot))
+
+
+def test_causal_conv1d_activation_none(cpu_is_kernel_device):
+    args = _conv_args(dtype=torch.float32)[:4] + (None,)
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = kd.causal_conv1d(*args)
+    assert fake.calls == {"causal_conv1d": 1}
+    _check_float(got, kd._ref_float_causal_conv1d(*args), 2**-20)
+
+
+def test_causal_conv1d_fallbacks(cpu_is_kernel_device):
+    """Calls the kernel does not take run the reference unchanged (bit for bit), counted as fallbacks: bf16 / fp64
+    activations, an fp64 weight, K = 5, inputs recording gradients; a bad activation raises the reference's
+    ValueError; exporting runs the reference uncounted; kernels off: the reference, nothing counted."""
+    grad = list(_conv_args())
+    grad[1] = grad[1].clone().requires_grad_(True)
+    wide = list(_conv_args(dtype=torch.float32))
+    wide[1] = wide[1].double()
+    cases = [_conv_args(torch.bfloat16), _conv_args(torch.float64), tuple(wide), _conv_args(k=5), tuple(grad)]
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        for args in cases:
+            got, want = kd.causal_conv1d(*args), kd._ref_float_causal_conv1d(*args)
+            assert all(torch.equal(g.detach(), w.detach()) for g, w in zip(got, want))
+        with pytest.raises(ValueError):
+            kd.causal_conv1d(*_conv_args()[:4], "relu")
+    assert not fake.calls and kd.counts == {"causal_conv1d:reference": len(cases) + 1}
+    kd.counts.clear()
+    with kd.use_kernels(fake), export_dtype(torch.float32):
+        kd.causal_conv1d(*_conv_args(torch.float32))
+    args = _conv_args(torch.float32, strided=True)
+    got, want = kd.causal_conv1d(*args), kd._ref_float_causal_conv1d(*args)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not fake.calls and not kd.counts
+
+
+def test_fp_conv_call_sites_reach_the_dispatch(monkeypatch):
+    """The FP mixers' conv and the W4A16 FPConv1d call kernel_dispatch.causal_conv1d (kernels off: the reference,
+    so CPU results stay bit-identical to calling ssm.causal_conv1d directly)."""
+    from quamba_edge.models import ssm
+    from quamba_edge.quant.qmamba1 import FPConv1d
+
+    seen = []
+
+    def spy(*args):
+        seen.append(args)
+        return ssm.causal_conv1d(*args)
+
+    monkeypatch.setattr(kd, "causal_conv1d", spy)
+    conv = FPConv1d.from_float(torch.randn(12, 4), torch.randn(12), torch.float16)
+    x, st = torch.randn(2, 3, 12), torch.randn(2, 12, 3).half()
+    got = conv(x, st)
+    want = ssm.causal_conv1d(x, conv.weight.float(), conv.bias.float(), st, "silu")
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and len(seen) == 1
+    for arch in ("mamba1", "mamba2"):
+        seen.clear()
+        _fp_kernel_model(arch)(_ids(length=4))
+        assert len(seen) == _fp_kernel_model(arch).config.n_layer
+
+
+def test_unverified_kernels_stay_off_by_default(cpu_is_kernel_device, monkeypatch):
+    """Kernels without a GPU run yet (kd.UNVERIFIED_OPS: the float norms and conv) run the reference unless
+    QUAMBA_KERNELS_UNVERIFIED=1 (which tests/conftest.py sets for the suite), counted as unverified fallbacks."""
+    monkeypatch.delenv("QUAMBA_KERNELS_UNVERIFIED", raising=False)
+    assert not kd.unverified_enabled() and "causal_conv1d" in kd.UNVERIFIED_OPS
+    args = _conv_args()
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got = kd.causal_conv1d(*args)
+    want = kd._ref_float_causal_conv1d(*args)
+    assert not fake.calls and dict(kd.counts) == {"causal_conv1d:unverified": 1, "causal_conv1d:reference": 1}
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    monkeypatch.setenv("QUAMBA_KERNELS_UNVERIFIED", "1")
+    kd.counts.clear()
+    with kd.use_kernels(fake):
+        kd.causal_conv1d(*args)
+    assert fake.calls == {"causal_conv1d": 1} and dict(kd.counts) == {"causal_conv1d": 1}

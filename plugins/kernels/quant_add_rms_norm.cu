@@ -12,10 +12,8 @@
 namespace quamba {
 namespace {
 
-constexpr int kMaxThreads = 512;
-
 template <int kMaxPerThread>  // elements per thread: 16 (<= 8192 per block) or 32
-__global__ void __launch_bounds__(kMaxThreads) quant_add_rms_norm_kernel(const QuambaQuantAddRMSNormParams p) {
+__global__ void __launch_bounds__(m2::kNormMaxThreads) quant_add_rms_norm_kernel(const QuambaQuantAddRMSNormParams p) {
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const int d = p.dim, T = blockDim.x, tid = threadIdx.x;
@@ -38,8 +36,7 @@ __global__ void __launch_bounds__(kMaxThreads) quant_add_rms_norm_kernel(const Q
     if (i < d) m2::store_float(p.residual_out, oo + i, p.residual_out_dtype, s[k]);
     ss = fmaf(s[k], s[k], ss);
   }
-  const float ms = __fdiv_rn(m2::block_sum(ss, red), static_cast<float>(d));
-  const float rstd = rsqrtf(ms + p.eps);
+  const float rstd = m2::rms_rstd(ss, red, d, p.eps);
 #pragma unroll
   for (int k = 0; k < kMaxPerThread; ++k) {
     const int i = tid + k * T;
@@ -65,10 +62,9 @@ extern "C" QUAMBA_API cudaError_t quamba_quant_add_rms_norm(const QuambaQuantAdd
   for (int t : {p->hidden_dtype, p->residual_out_dtype, p->residual != nullptr ? p->residual_dtype : 0}) {
     QUAMBA_CHECK_ARG(t == QUAMBA_DT_F32 || t == QUAMBA_DT_F16 || t == QUAMBA_DT_BF16);
   }
-  const int per = p->dim <= 16 * quamba::kMaxThreads ? 16 : 32;
-  int threads = quamba::ceil_div(quamba::ceil_div(p->dim, per), 32) * 32;
-  if (threads < 64) threads = p->dim >= 64 ? 64 : 32;
-  if (per == 16) {
+  const quamba::m2::NormLaunch l = quamba::m2::norm_launch(p->dim);
+  const int threads = l.threads;
+  if (l.per == 16) {
     quamba::quant_add_rms_norm_kernel<16><<<static_cast<unsigned>(p->rows), threads, 0, stream>>>(*p);
   } else {
     quamba::quant_add_rms_norm_kernel<32><<<static_cast<unsigned>(p->rows), threads, 0, stream>>>(*p);

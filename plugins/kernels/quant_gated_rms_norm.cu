@@ -8,10 +8,8 @@
 namespace quamba {
 namespace {
 
-constexpr int kMaxThreads = 512;
-
 template <int kMaxPerThread>  // elements per thread: 16 (<= 8192 per block) or 32
-__global__ void __launch_bounds__(kMaxThreads) quant_gated_rms_norm_kernel(const QuambaQuantGatedRMSNormParams p) {
+__global__ void __launch_bounds__(m2::kNormMaxThreads) quant_gated_rms_norm_kernel(const QuambaQuantGatedRMSNormParams p) {
   __shared__ float red[32];
   __shared__ float gate_of[256];  // silu(dequant(q, z_scale)) for every int8 code q: z takes 256 values only
   const int ngroups = p.dim / p.group_size;
@@ -36,8 +34,7 @@ __global__ void __launch_bounds__(kMaxThreads) quant_gated_rms_norm_kernel(const
     if (!p.norm_before_gate) v[k] = v[k] * gate_of[zq[k] + 128];
     ss = fmaf(v[k], v[k], ss);
   }
-  const float ms = __fdiv_rn(m2::block_sum(ss, red), static_cast<float>(gs));
-  const float rstd = rsqrtf(ms + p.eps);
+  const float rstd = m2::rms_rstd(ss, red, gs, p.eps);
 #pragma unroll
   for (int k = 0; k < kMaxPerThread; ++k) {
     const int i = tid + k * T;
@@ -60,10 +57,9 @@ extern "C" QUAMBA_API cudaError_t quamba_quant_gated_rms_norm(const QuambaQuantG
   QUAMBA_CHECK_ARG(p->y_dtype == QUAMBA_DT_F32 || p->y_dtype == QUAMBA_DT_F16 || p->y_dtype == QUAMBA_DT_BF16);
   const int64_t blocks = p->rows * (p->dim / p->group_size);
   QUAMBA_CHECK_ARG(blocks <= 0x7fffffffLL);
-  const int per = p->group_size <= 16 * quamba::kMaxThreads ? 16 : 32;
-  int threads = quamba::ceil_div(quamba::ceil_div(p->group_size, per), 32) * 32;
-  if (threads < 64) threads = p->group_size >= 64 ? 64 : 32;
-  if (per == 16) {
+  const quamba::m2::NormLaunch l = quamba::m2::norm_launch(p->group_size);
+  const int threads = l.threads;
+  if (l.per == 16) {
     quamba::quant_gated_rms_norm_kernel<16><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(*p);
   } else {
     quamba::quant_gated_rms_norm_kernel<32><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(*p);

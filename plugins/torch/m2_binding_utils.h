@@ -91,4 +91,21 @@ inline SsdParams ssd_params(const at::Tensor& x_q, int64_t H, int64_t P, int64_t
   return r;
 }
 
+// The rows / dim / hidden / optional residual fields that the (quant_)add_rms_norm parameter structs share
+// (hr, rr: the [rows, d] views of hidden and residual; rr undefined when there is no residual).
+template <class Params>
+inline void set_rows_hidden_residual(Params& p, const at::Tensor& hr, const at::Tensor& rr, const at::Tensor& hidden,
+                                     int64_t d) {
+  p.rows = hr.size(0);
+  p.dim = static_cast<int>(d);
+  p.hidden_dtype = float_code(hidden, "hidden");
+  p.hidden = hr.data_ptr();
+  p.hidden_row_stride = hr.stride(0);
+  if (rr.defined()) {
+    p.residual_dtype = float_code(rr, "residual");
+    p.residual = rr.data_ptr();
+    p.residual_row_stride = rr.stride(0);
+  }
+}
+
 }  // namespace quamba_m2

@@ -34,16 +34,7 @@ void quant_add_rms_norm(const at::Tensor& hidden, const std::optional<at::Tensor
   const at::Tensor orr = quamba_m2::as_rows(residual_out, d, "residual_out", true);
   c10::cuda::CUDAGuard guard(hidden.device());
   QuambaQuantAddRMSNormParams p{};
-  p.rows = hr.size(0);
-  p.dim = static_cast<int>(d);
-  p.hidden_dtype = quamba_m2::float_code(hidden, "hidden");
-  p.hidden = hr.data_ptr();
-  p.hidden_row_stride = hr.stride(0);
-  if (rr.defined()) {
-    p.residual_dtype = quamba_m2::float_code(rr, "residual");
-    p.residual = rr.data_ptr();
-    p.residual_row_stride = rr.stride(0);
-  }
+  quamba_m2::set_rows_hidden_residual(p, hr, rr, hidden, d);
   p.weight = w.defined() ? w.data_ptr<float>() : nullptr;
   p.eps = static_cast<float>(eps);
   p.out_int8 = q ? 1 : 0;

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as _module_hooks
 
+from .._tracing import exporting
 from .config import MambaConfig
 from .mamba1 import Mamba1Mixer
 from .mamba2 import Mamba2Mixer
@@ -29,6 +31,15 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
+def _fused_norm(norm: nn.Module) -> bool:
+    """Whether a norm may run fused with its residual add (``kernel_dispatch.add_rms_norm``: one CUDA kernel on
+    torch-cuda, the same reference ops elsewhere): a plain :class:`RMSNorm` with no forward hooks (a replaced norm,
+    e.g. the fake-quant one, or an observed one keeps its module call), and not while exporting (the module call
+    keeps the exported graph as it was)."""
+    return (type(norm) is RMSNorm and not exporting() and not (norm._forward_hooks or norm._forward_pre_hooks)
+            and not (_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks))
+
+
 class Block(nn.Module):
     """mamba_ssm's "Add -> Norm -> Mixer" block with the fused add+norm semantics:
     ``residual = hidden + residual`` (just ``hidden`` in the first block), kept in fp32 when
@@ -45,10 +56,17 @@ class Block(nn.Module):
 
     def forward(self, hidden: Tensor, residual: Tensor | None = None, conv_state: Tensor | None = None,
                 ssm_state: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        residual = hidden if residual is None else residual + hidden
-        if self.residual_in_fp32:
-            residual = residual.float()
-        out, conv_state, ssm_state = self.mixer(self.norm(residual), conv_state, ssm_state)
+        if _fused_norm(self.norm):
+            from ..ops import kernel_dispatch  # here, not at the top: quamba_edge.ops imports this package
+
+            normed, residual = kernel_dispatch.add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps,
+                                                            self.residual_in_fp32)
+        else:
+            residual = hidden if residual is None else residual + hidden
+            if self.residual_in_fp32:
+                residual = residual.float()
+            normed = self.norm(residual)
+        out, conv_state, ssm_state = self.mixer(normed, conv_state, ssm_state)
         return out, residual, conv_state, ssm_state
 
 
@@ -116,10 +134,20 @@ class MambaLM(nn.Module):
                 None if state is None else state.ssm[i])
             convs.append(conv)
             ssms.append(ssm)
-        residual = hidden if residual is None else residual + hidden
-        if num_last_tokens > 0:
-            residual = residual[:, -num_last_tokens:]
-        logits = self.lm_head(self.norm_f(residual))
+        if _fused_norm(self.norm_f):  # the last add fused with norm_f (the slice taken first: elementwise)
+            from ..ops import kernel_dispatch
+
+            if num_last_tokens > 0:
+                hidden = hidden[:, -num_last_tokens:]
+                residual = None if residual is None else residual[:, -num_last_tokens:]
+            normed = kernel_dispatch.add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps,
+                                                  residual_in_fp32=False, prenorm=False)
+        else:
+            residual = hidden if residual is None else residual + hidden
+            if num_last_tokens > 0:
+                residual = residual[:, -num_last_tokens:]
+            normed = self.norm_f(residual)
+        logits = self.lm_head(normed)
         if return_state:
             return logits, ModelState(convs, ssms)
         return logits

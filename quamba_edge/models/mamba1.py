@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .config import MambaConfig
-from .ssm import causal_conv1d
 
 
 class Mamba1Mixer(nn.Module):
@@ -63,7 +62,10 @@ class Mamba1Mixer(nn.Module):
 
     def _conv(self, x: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
         """Causal depthwise conv + SiLU. x ``[B, L, E]``; state ``[B, E, K-1]``."""
-        return causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, conv_state, "silu")
+        from ..ops import kernel_dispatch
+
+        # ssm.causal_conv1d, or the float conv kernel (torch-cuda)
+        return kernel_dispatch.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, conv_state, "silu")
 
     def _ssm(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, z: Tensor,
              ssm_state: Tensor | None) -> tuple[Tensor, Tensor]:

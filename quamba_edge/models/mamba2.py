@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .._tracing import exporting
 
 from .config import MambaConfig
-from .ssm import causal_conv1d, gated_rms_norm, mamba2_dt
+from .ssm import mamba2_dt
 
 
 class GatedRMSNorm(nn.Module):
@@ -25,7 +25,10 @@ class GatedRMSNorm(nn.Module):
         self.norm_before_gate = norm_before_gate
 
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
-        return gated_rms_norm(x, z, self.weight, self.eps, self.group_size, self.norm_before_gate)
+        from ..ops import kernel_dispatch  # here, not at the top: quamba_edge.ops imports this package
+
+        # ssm.gated_rms_norm, or the CUDA kernel inside kernel_dispatch.use_kernels (the torch-cuda backend)
+        return kernel_dispatch.gated_rms_norm(x, z, self.weight, self.eps, self.group_size, self.norm_before_gate)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, group_size={self.group_size}, eps={self.eps}"
@@ -84,7 +87,10 @@ class Mamba2Mixer(nn.Module):
 
     def _conv(self, xBC: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
         """Causal depthwise conv + SiLU over ``[x|B|C]``: ``[B, L, E+2GN]``, state ``[B, E+2GN, K-1]``."""
-        return causal_conv1d(xBC, self.conv1d.weight.squeeze(1), self.conv1d.bias, conv_state, "silu")
+        from ..ops import kernel_dispatch
+
+        # ssm.causal_conv1d, or the float conv kernel (torch-cuda)
+        return kernel_dispatch.causal_conv1d(xBC, self.conv1d.weight.squeeze(1), self.conv1d.bias, conv_state, "silu")
 
     def _ssm(self, x: Tensor, dt_raw: Tensor, B: Tensor, C: Tensor,
              ssm_state: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,11 @@
 """Kernel dispatch: the models' calls of the kernel-backed ops go to the CUDA kernels when on.
 
 The quantized model (``quamba_edge/quant/q*.py``) calls these ops through this module; the float SSM ops
-(:func:`ssd`, :func:`ssd_state_update`, :func:`selective_scan`, :func:`selective_state_update`, reference
-``quamba_edge.models.ssm``) are called by the FP models (``quamba_edge/models/mamba*.py``) and the W4A16
-mixers. Each function has
+(:func:`ssd`, :func:`ssd_state_update`, :func:`selective_scan`, :func:`selective_state_update`, and the float
+conv :func:`causal_conv1d`, reference ``quamba_edge.models.ssm``) are called by the FP models
+(``quamba_edge/models/mamba*.py``) and the W4A16
+mixers, as are the float norms (:func:`add_rms_norm`: the FP Block's residual add + RMSNorm and norm_f, FP
+models only; :func:`gated_rms_norm`, reference ``ssm.gated_rms_norm``: FP and W4A16 Mamba2). Each function has
 its reference op's signature and returns what the reference returns (shapes and dtypes: the kernels' fp16
 ``y`` is handed back as fp32). It runs the kernel (``torch.ops.quamba_kernels``, see
 ``quamba_edge.kernels``) only when
@@ -21,7 +23,9 @@ and chunked prefill reuse it).
 
 The float SSM kernels take fp16 activations (x / B / C, u / delta / z) and compute in fp32: inputs that
 are not fp16 (the W4A16 mixers' fp32 activations, bf16) are ROUNDED to fp16 first (as :func:`w4a16_linear`
-does), within the fp16 tolerance of the kernels' y; fp64 inputs (oracle tests) stay on the reference. dt of
+does), within the fp16 tolerance of the kernels' y; fp64 inputs (oracle tests) stay on the reference.
+(:func:`causal_conv1d` is the exception: its kernel takes fp16 and fp32 x as they are; bf16 stays on the
+reference.) dt of
 the SSD goes as fp16 or fp32 as it is (the model's ``mamba2_dt`` is fp32); A, D and the biases as fp32.
 y comes back in the input's dtype and the state in fp32, as from the reference.
 
@@ -64,8 +68,11 @@ from .w8a8_linear import w8a8_linear as _ref_w8a8_linear
 __all__ = [
     "KERNEL_OPS",
     "RowScales",
+    "add_rms_norm",
+    "causal_conv1d",
     "counts",
     "env_disabled",
+    "gated_rms_norm",
     "kernel_ops",
     "load_kernels",
     "use_kernels",
@@ -87,7 +94,7 @@ __all__ = [
     "w8a8_linear",
 ]
 
-KERNEL_OPS = ("quant_add_rms_norm", "quant_causal_conv1d", "quant_embedding", "quant_gated_rms_norm",
+KERNEL_OPS = ("add_rms_norm", "causal_conv1d", "gated_rms_norm", "quant_add_rms_norm", "quant_causal_conv1d", "quant_embedding", "quant_gated_rms_norm",
               "quant_hadamard", "quant_selective_scan", "quant_selective_state_update", "quant_ssd",
               "quant_ssd_state_update", "selective_scan", "selective_state_update", "ssd", "ssd_state_update",
               "w4a8_linear", "w4a16_linear", "w8a8_linear")
@@ -99,6 +106,8 @@ _ref_float_ssd = _ssm.ssd_chunked
 _ref_float_ssd_state_update = _ssm.ssd_state_update
 _ref_float_selective_scan = _ssm.selective_scan
 _ref_float_selective_state_update = _ssm.selective_state_update
+_ref_float_causal_conv1d = _ssm.causal_conv1d
+_ref_float_gated_rms_norm = _ssm.gated_rms_norm  # the float norms' (add_rms_norm's: _float_add_rms_norm, below)
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 _ACTIVE: ContextVar[Any] = ContextVar("quamba_kernel_ops", default=None)
@@ -132,6 +141,17 @@ def _scale_parts(s: Any) -> tuple[Any, ...]:
 
 
 # ---- on / off --------------------------------------------------------------------------------------
+
+
+# Kernels that landed without a GPU run (compile- and CPU-checked only): the dispatch keeps the reference for them
+# (counted as "<op>:unverified" and "<op>:reference") unless QUAMBA_KERNELS_UNVERIFIED=1 (the test suite sets it, so
+# the GPU tests verify them); a GPU run that passes their tests takes them out of this set.
+UNVERIFIED_OPS = frozenset({"add_rms_norm", "gated_rms_norm", "causal_conv1d"})
+
+
+def unverified_enabled() -> bool:
+    """True when ``QUAMBA_KERNELS_UNVERIFIED`` is 1 / true / on / yes: :data:`UNVERIFIED_OPS` run their kernels."""
+    return os.environ.get("QUAMBA_KERNELS_UNVERIFIED", "").strip().lower() in ("1", "true", "on", "yes")
 
 
 def env_disabled() -> bool:
@@ -187,6 +207,10 @@ def _kernels_for(op: str, tensors: tuple[Any, ...], supported: Callable[[], bool
         return None
     ops = _ACTIVE.get()
     if ops is None:
+        return None
+    if op in UNVERIFIED_OPS and not unverified_enabled():
+        counts[op + ":unverified"] += 1
+        counts[op + ":reference"] += 1
         return None
     dev = None
     for t in tensors:
@@ -839,6 +863,137 @@ def selective_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tenso
                              _last_dense(_f16(B)), _last_dense(_f16(C)), _fp32(D), _last_dense(_f16(z)),
                              _fp32(dt_bias), bool(dt_softplus), y, new_state)
     return _y_as(y, x), new_state
+
+
+_CONV_FLOATS = (torch.float16, torch.float32)  # quamba_kernels/causal_conv1d.h: x / weight / bias / state dtypes
+CONV_MAX_WIDTH = 4  # causal_conv1d.h: 1 <= K <= 4 (Mamba: 4)
+
+
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  conv_state: torch.Tensor | None = None,
+                  activation: str | None = "silu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``ssm.causal_conv1d`` (the float conv of the FP / W4A16 mixers, prefill and decode): y ``[B, L, C]`` and the
+    new state ``[B, C, K-1]`` in ``x.dtype``, as the reference. Unlike the SSM kernels this one takes fp16 AND fp32
+    x natively (nothing rounded first: the W4A16 mixers' fp32 activations keep fp32), weight / bias / state fp16 or
+    fp32 as they are (not rounded to x's dtype as the reference does: fp32 math, one rounding of y); 1 <= K <= 4.
+    bf16 / fp64 inputs, other widths and calls recording gradients run the reference (counted as fallbacks).
+    x may be a strided view (unit channel stride; other strides are passed through)."""
+    def supported() -> bool:
+        if activation not in (None, "silu", "swish") or x.dim() != 3 or weight.dim() not in (2, 3):
+            return False
+        b, L, c = x.shape
+        kw = weight.shape[-1]
+        return (1 <= b <= 65535 and L >= 1 and -(-L // 16) <= 65535 and c >= 1 and 1 <= kw <= CONV_MAX_WIDTH
+                and x.dtype in _CONV_FLOATS and weight.dtype in _CONV_FLOATS and weight.numel() == c * kw
+                and weight.shape[0] == c
+                and (bias is None or (bias.dtype in _CONV_FLOATS and tuple(bias.shape) == (c,)))
+                and (conv_state is None or (conv_state.dtype in _CONV_FLOATS
+                                            and tuple(conv_state.shape) == (b, c, kw - 1)))
+                and _no_grad_needed(x, weight, bias, conv_state))
+
+    k = _kernels_for("causal_conv1d", (x, weight, bias, conv_state), supported)
+    if k is None:
+        return _ref_float_causal_conv1d(x, weight, bias, conv_state, activation)
+    b, L, c = x.shape
+    kw = weight.shape[-1]
+    y = _empty((b, L, c), x.dtype, x)
+    new_state = _empty((b, c, kw - 1), x.dtype, x)
+    k.causal_conv1d(_last_dense(x), weight.reshape(c, kw), bias, conv_state, activation is not None, y, new_state)
+    return y, new_state
+
+
+# ---- the float norms (FP models: every block norm, norm_f, Mamba2's gated norm; W4A16 Mamba2's gated norm) ---------
+
+_NORM_FLOATS = (torch.float16, torch.float32, torch.bfloat16)  # fp64 (oracle tests) stays on the reference
+
+
+def _float_add_rms_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                        residual_in_fp32: bool = True, prenorm: bool = True) -> Any:
+    """The FP Block's add + norm (``models.lm.Block`` / ``RMSNorm``, mamba_ssm's fused add_rms_norm): residual =
+    hidden + residual (hidden alone without one), fp32 when ``residual_in_fp32``; out = ``rms_norm(residual)`` in
+    the weight's dtype. Returns (out, residual), or out alone when not ``prenorm`` (norm_f)."""
+    residual = hidden if residual is None else residual + hidden
+    if residual_in_fp32:
+        residual = residual.float()
+    out = _ssm.rms_norm(residual, weight, eps).to(weight.dtype)
+    return (out, residual) if prenorm else out
+
+
+_ref_float_add_rms_norm = _float_add_rms_norm
+
+
+def _stream_dtype(hidden: torch.Tensor, residual: torch.Tensor | None, residual_in_fp32: bool) -> torch.dtype:
+    """The residual stream's dtype after the add (what the reference's ``residual`` has)."""
+    if residual_in_fp32:
+        return torch.float32
+    return hidden.dtype if residual is None else torch.promote_types(residual.dtype, hidden.dtype)
+
+
+def _norm_out_dtype(stream: torch.dtype, wdt: torch.dtype) -> torch.dtype | None:
+    """The dtype the kernel writes the norm in so that ``.to(wdt)`` gives the reference's value: the reference
+    rounds to the stream's dtype (rms_norm's output), then to the weight's. None: two lossy roundings (fp16 /
+    bf16 mixed), left to the reference."""
+    if stream == wdt or stream == torch.float32:
+        return wdt
+    return stream if wdt == torch.float32 else None
+
+
+def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``[..., n]`` as the 2-D ``[rows, n]`` the norm bindings take: a view where the leading dims collapse (the
+    strided rows of a split or a token slice), a copy otherwise."""
+    if t is None:
+        return None
+    t = t.reshape(-1, t.shape[-1])
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def add_rms_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                 residual_in_fp32: bool = True, prenorm: bool = True) -> Any:
+    """The FP model's residual add + RMSNorm (:func:`_float_add_rms_norm`: Block with ``prenorm``, norm_f
+    without): (out in ``weight.dtype``, the residual stream), or out alone. The kernel (quamba_kernels/
+    add_rms_norm.h) rounds the fp32 sum to the stream's dtype before the norm, as the reference stores it, and
+    writes the norm in the dtype the reference rounds it to; fp16 / fp32 / bf16, d <= 16384, equal shapes."""
+    stream = _stream_dtype(hidden, residual, residual_in_fp32)
+    ydt = _norm_out_dtype(stream, weight.dtype)
+
+    def supported() -> bool:
+        d = hidden.shape[-1] if hidden.dim() >= 1 else 0
+        return (hidden.dtype in _NORM_FLOATS and 1 <= d <= 16384 and 1 <= hidden.numel() // d < 2**31
+                and (residual is None or (residual.dtype in _NORM_FLOATS and residual.shape == hidden.shape))
+                and weight.dtype in _NORM_FLOATS and weight.dim() == 1 and weight.numel() == d and ydt is not None
+                and _no_grad_needed(hidden, residual, weight))
+
+    k = _kernels_for("add_rms_norm", (hidden, residual, weight), supported)
+    if k is None:
+        return _ref_float_add_rms_norm(hidden, residual, weight, eps, residual_in_fp32, prenorm)
+    y = _empty(hidden.shape, ydt, hidden)
+    res = _empty(hidden.shape, stream, hidden) if prenorm else None
+    k.add_rms_norm(_rows(hidden), _rows(residual), weight, float(eps), bool(residual_in_fp32), y, res)
+    y = y.to(weight.dtype)
+    return (y, res) if prenorm else y
+
+
+def gated_rms_norm(x: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                   group_size: int | None = None, norm_before_gate: bool = False) -> torch.Tensor:
+    """``ssm.gated_rms_norm`` (Mamba2's gated group-wise RMSNorm; out in ``x.dtype``): the kernel (quamba_kernels/
+    gated_rms_norm.h) for fp16 / fp32 / bf16 x, z and weight, group_size <= 16384."""
+    def supported() -> bool:
+        e = x.shape[-1] if x.dim() >= 1 else 0
+        gs = e if group_size is None else int(group_size)
+        return (x.dtype in _NORM_FLOATS and e >= 1 and 1 <= gs <= 16384 and e % gs == 0
+                and 1 <= x.numel() // e and (x.numel() // e) * (e // gs) < 2**31
+                and (z is None or (z.dtype in _NORM_FLOATS and z.shape == x.shape))
+                and weight.dtype in _NORM_FLOATS and weight.dim() == 1 and weight.numel() == e
+                and _no_grad_needed(x, z, weight))
+
+    k = _kernels_for("gated_rms_norm", (x, z, weight), supported)
+    if k is None:
+        return _ref_float_gated_rms_norm(x, z, weight, eps, group_size, norm_before_gate)
+    e = x.shape[-1]
+    out = _empty(x.shape, x.dtype, x)
+    k.gated_rms_norm(_rows(x), _rows(z), weight, float(eps), int(e if group_size is None else group_size),
+                     bool(norm_before_gate), out)
+    return out
 
 
 # ---- quantized linears ---------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from .._tracing import exporting
 
 from .. import ops
 from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
-from ..models import ssm as fp_ssm
 from ..models.config import MambaConfig
 from .gptq import GPTQResult
 from .hadamard import hadamard_kron
@@ -205,8 +204,13 @@ class FPConv1d(nn.Module):
             self.bias = None
 
     def forward(self, x: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
-        b = None if self.bias is None else self.bias.float()
-        return fp_ssm.causal_conv1d(x.float(), self.weight.float(), b, conv_state, "silu")
+        # ssm.causal_conv1d in fp32, or the float conv kernel (fp32 x as it is). The reference widens weight and
+        # bias to x's fp32 itself (bit-identical to .float()), so they go as stored: no cast kernels per call;
+        # the export keeps its explicit casts (the same graph as before)
+        w, b = self.weight, self.bias
+        if exporting():
+            w, b = w.float(), None if b is None else b.float()
+        return kernel_dispatch.causal_conv1d(x.float(), w, b, conv_state, "silu")
 
     def dequantized(self) -> tuple[Tensor, Tensor | None]:
         return self.weight.float(), None if self.bias is None else self.bias.float()

@@ -297,8 +297,8 @@ class QMamba2Mixer(nn.Module):
         new_ssm = new_ssm.to(self.fp_state_dtype)
         tap(self.ssd_out, y)
         tap(self.ssm_state_act, lambda: new_ssm.float())
-        yn = fp_ssm.gated_rms_norm(y, z, self.norm.weight, self.eps, self.group_size_norm,
-                                   self.norm_before_gate)
+        yn = kernel_dispatch.gated_rms_norm(y, z, self.norm.weight, self.eps, self.group_size_norm,
+                                            self.norm_before_gate)  # ssm.gated_rms_norm / the float kernel
         if self.hadamard:
             yn = _online_hadamard(yn, e)
         return self.out_proj(yn), new_conv.to(self.fp_state_dtype), new_ssm

@@ -286,7 +286,7 @@ def test_compact_state_scales_equal_expanded(kernels, artifacts, decode):
 
 
 def test_fp_model_runs_only_the_float_kernels(kernels, tmp_path):
-    """An FP model loaded for torch-cuda: an fp16 one runs its SSM on the float kernels and nothing quantized;
+    """An FP model loaded for torch-cuda: an fp16 one runs its SSM and norms on the float kernels and nothing quantized;
     any other dtype keeps the reference (kernels off)."""
     from quamba_edge.models import save_model
     from quamba_edge.runtime import EdgeModel
@@ -295,8 +295,11 @@ def test_fp_model_runs_only_the_float_kernels(kernels, tmp_path):
     em = EdgeModel.load(tmp_path / "fp", backend="torch-cuda")
     em.generate(PROMPT, max_new_tokens=4)
     if em.backend.model.dtype == torch.float16:
+        from kernel_dispatch_helpers import float_norm_ops, float_ssm_ops
+
         assert em.backend.kernels_note == "CUDA kernels: on", em.backend.kernels_note
-        assert set(_kernel_calls()) == {"ssd", "ssd_state_update"} and not _fallbacks(), dict(kd.counts)
+        want = float_ssm_ops("mamba2", False) | float_ssm_ops("mamba2", True) | float_norm_ops("mamba2")
+        assert set(_kernel_calls()) == want and not _fallbacks(), dict(kd.counts)
     else:
         assert em.backend.kernel_ops is None and not kd.counts, dict(kd.counts)
 
@@ -339,12 +342,12 @@ def test_scale_cache_sees_in_place_writes():
 @pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
 def test_fp16_model_runs_the_float_ssm_kernels(kernels, arch):
     """The fp16 FP model on torch-cuda: the backend turns the kernels on for it, and its SSM (prefill and
-    decode) runs the float kernels (ssd / ssd_state_update, selective_scan / selective_state_update: counted at
-    the dispatch and at torch.ops, no fallback); logits close to the reference path (the same fp16 model, its
+    decode) runs the float kernels (ssd / ssd_state_update, selective_scan / selective_state_update; the norms on
+    add_rms_norm / gated_rms_norm: counted at the dispatch and at torch.ops, no fallback); logits close to the reference path (the same fp16 model, its
     SSM on the reference: the kernels differ by their fp16 y rounding only)."""
     import copy
 
-    from kernel_dispatch_helpers import float_ssm_ops
+    from kernel_dispatch_helpers import float_norm_ops, float_ssm_ops
 
     from quamba_edge.runtime.backends.torch_backend import TorchBackend
 
@@ -365,7 +368,7 @@ def test_fp16_model_runs_the_float_ssm_kernels(kernels, arch):
             tok = lg.argmax(-1)
         out[name] = torch.cat([logits.reshape(-1, VOCAB), *steps]).float()
         if ops is not None:
-            want = float_ssm_ops(arch, False) | float_ssm_ops(arch, True)
+            want = float_ssm_ops(arch, False) | float_ssm_ops(arch, True) | float_norm_ops(arch)
             assert set(_kernel_calls()) == set(counting.calls) == want and not _fallbacks(), dict(kd.counts)
     ref, ker = out["ref"], out["kernel"]
     scale = float(ref.abs().max())
@@ -375,4 +378,4 @@ def test_fp16_model_runs_the_float_ssm_kernels(kernels, arch):
     # the backend's own forward enters the kernels
     kd.counts.clear()
     backend.forward(ids[:1, :9].cpu().numpy(), None)
-    assert set(_kernel_calls()) == float_ssm_ops(arch, False)
+    assert set(_kernel_calls()) == float_ssm_ops(arch, False) | float_norm_ops(arch)

@@ -119,6 +119,28 @@ struct F16Regs {
   }
 };
 
+// Float activations as fp16 bits (uint16_t) or fp32, for kernels templated on their activation type:
+// to_f32 widens exactly, from_f32<T> rounds to nearest even (fp16) or passes (fp32).
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(uint16_t b) { return f16_bits_to_f32(b); }
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ uint16_t from_f32<uint16_t>(float v) { return f32_to_f16_bits(v); }
+
+// Element i of a buffer whose dtype is known only at run time: fp16 bits when f16, else fp32.
+__device__ __forceinline__ float load_f16_or_f32(const void* p, int64_t i, bool f16) {
+  return f16 ? f16_bits_to_f32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+// N consecutive elements of T moved as one access (N * sizeof(T) bytes, that alignment required).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) VecPack {
+  T v[N];
+};
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

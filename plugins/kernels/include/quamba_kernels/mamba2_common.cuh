@@ -1,5 +1,5 @@
 // Device helpers of the Mamba2 / Hadamard / norm kernels (quant_ssd, quant_ssd_state_update,
-// quant_hadamard, quant_add_rms_norm, quant_gated_rms_norm). Builds on common.cuh; no fast-math.
+// quant_hadamard, quant_add_rms_norm, quant_gated_rms_norm, add_rms_norm, gated_rms_norm). Builds on common.cuh; no fast-math.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -82,6 +82,53 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   t = warp_sum(t);
   __syncthreads();  // red may be reused by the caller
   return t;
+}
+
+// fp32 rounded through a float dtype (QUAMBA_DT_*) and back: the value a store_float / load_float pair gives.
+__device__ __forceinline__ float round_to(float v, int dtype) {
+  if (dtype == QUAMBA_DT_F16) return __half2float(__float2half_rn(v));
+  if (dtype == QUAMBA_DT_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+  return v;
+}
+
+// ---- the one-row (or one-group) RMSNorm kernels (quant_add_rms_norm, quant_gated_rms_norm and their float
+// twins add_rms_norm, gated_rms_norm): one block per row (group) of n <= 16384 elements, element
+// i = threadIdx.x + k * blockDim.x of the row in register k of each thread.
+
+constexpr int kNormMaxThreads = 512;
+
+// Launch shape over n elements: `per` elements per thread (16 up to 16 * kNormMaxThreads, else 32; the
+// kernels' template argument) and a multiple of 32 threads, at least 64 from n >= 64.
+struct NormLaunch {
+  int per;
+  int threads;
+};
+
+inline NormLaunch norm_launch(int n) {
+  const int per = n <= 16 * kNormMaxThreads ? 16 : 32;
+  int threads = ceil_div(ceil_div(n, per), 32) * 32;
+  if (threads < 64) threads = n >= 64 ? 64 : 32;
+  return NormLaunch{per, threads};
+}
+
+// A float dtype code the norm kernels take (QUAMBA_DT_F32 / F16 / BF16).
+inline bool float_dtype(int t) { return t == QUAMBA_DT_F32 || t == QUAMBA_DT_F16 || t == QUAMBA_DT_BF16; }
+
+// This thread's elements of a float row of runtime dtype (from element `off` of base) as fp32, 0 from n on.
+template <int K>
+__device__ __forceinline__ void load_row(float (&v)[K], const void* base, int64_t off, int dtype, int n) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    v[k] = i < n ? load_float(base, off + i, dtype) : 0.0f;
+  }
+}
+
+// The RMSNorm factor rsqrtf(sum / n + eps) from each thread's partial sum of squares (block_sum: all threads
+// of the block call it; `red` as there).
+__device__ __forceinline__ float rms_rstd(float ss, float* red, int n, float eps) {
+  const float ms = __fdiv_rn(block_sum(ss, red), static_cast<float>(n));
+  return rsqrtf(ms + eps);
 }
 
 // Row of the int8 state's scale table for channel ch = h * P + p: state_scale_row[ch] for a compact table
