@@ -10,11 +10,7 @@
 #include <cstdint>
 #include <optional>
 
-#ifndef QUAMBA_SSD_STATE_INT8  // as in quamba_kernels/ssd.h and its siblings
-#define QUAMBA_SSD_STATE_INT8 1
-#define QUAMBA_SSD_STATE_F32 2
-#define QUAMBA_SSD_STATE_F16 3
-#endif
+#include "quamba_kernels/dtype_codes.h"  // QUAMBA_SSD_STATE_*
 
 namespace quamba_float {
 

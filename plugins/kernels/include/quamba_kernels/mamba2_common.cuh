@@ -8,11 +8,6 @@
 
 #include "quamba_kernels/common.cuh"
 
-#ifndef QUAMBA_SSD_STATE_INT8
-#define QUAMBA_SSD_STATE_INT8 1
-#define QUAMBA_SSD_STATE_F32 2
-#define QUAMBA_SSD_STATE_F16 3
-#endif
 #include "quamba_kernels/dtype_codes.h"
 
 namespace quamba {

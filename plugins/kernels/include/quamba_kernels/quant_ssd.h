@@ -17,13 +17,8 @@
 #define QUAMBA_KERNELS_QUANT_SSD_H
 
 #include "quamba_kernels/abi.h"
+#include "quamba_kernels/dtype_codes.h" /* QUAMBA_SSD_STATE_* */
 
-#ifndef QUAMBA_SSD_STATE_INT8
-/* SSM state storage (state_type): int8 with a per-(h, p, n) fp32 scale, or a float state. */
-#define QUAMBA_SSD_STATE_INT8 1
-#define QUAMBA_SSD_STATE_F32 2
-#define QUAMBA_SSD_STATE_F16 3
-#endif
 
 QUAMBA_EXTERN_C_BEGIN
 

@@ -18,11 +18,6 @@
 #include "quamba_kernels/abi.h"
 #include "quamba_kernels/dtype_codes.h"
 
-#ifndef QUAMBA_SSD_STATE_INT8
-#define QUAMBA_SSD_STATE_INT8 1
-#define QUAMBA_SSD_STATE_F32 2
-#define QUAMBA_SSD_STATE_F16 3
-#endif
 
 QUAMBA_EXTERN_C_BEGIN
 
