@@ -354,47 +354,47 @@ __global__ void __launch_bounds__(kThreads) chunked_kernel(const Prm p) {
   // kx: the current chunk's power-of-two scale of Xd (0 before the first chunk)
   float acc[MTW][NGW][4][4];
   const bool int8_state = p.state_type == QUAMBA_SSD_STATE_INT8;
-#pragma unroll
-  for (int mi = 0; mi < MTW; ++mi) {
-#pragma unroll
-    for (int ni = 0; ni < NGW; ++ni) {
-      const int mt = warp / WN + WM * mi, ng = warp % WN + WN * ni;
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int pch = p0 + 16 * mt + gid + 8 * hr, n0 = 32 * ng + 8 * tig;
-        const bool ok = pch < P && p.state_in != nullptr;
-        const int64_t sbase = ((int64_t(b) * H + h) * P + pch) * N + n0;
-        const int64_t cbase = ok && int8_state ? m2::state_scale_row_of(st_rows, int64_t(h) * P + pch) * N + n0 : 0;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          acc[mi][ni][k & 3][2 * hr + (k >> 2)] =
-              ok ? m2::load_state(p.state_in, st_scale, sbase + k, cbase + k, p.state_type) : 0.0f;
-        }
-      }
-    }
-  }
-  // the state as fp16 hi / lo rows S[p][n] for the next chunk's Y_off (8 consecutive states per store)
-  auto write_state = [&](float unscale) {
+  // this thread's state rows: f(mi, ni, hr, row, n0) for the accumulators acc[mi][ni][.][2 hr ..], which hold
+  // row `row` of the block's channel tile (channel p0 + row), states n0 .. n0 + 7
+  auto for_state_rows = [&](auto&& f) {
 #pragma unroll
     for (int mi = 0; mi < MTW; ++mi) {
 #pragma unroll
       for (int ni = 0; ni < NGW; ++ni) {
         const int mt = warp / WN + WM * mi, ng = warp % WN + WN * ni;
 #pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          uint32_t hi[4], lo[4];
-#pragma unroll
-          for (int k2 = 0; k2 < 4; ++k2) {
-            const int k = 2 * k2;
-            split_h2(acc[mi][ni][k & 3][2 * hr + (k >> 2)] * unscale,
-                     acc[mi][ni][(k + 1) & 3][2 * hr + ((k + 1) >> 2)] * unscale, hi[k2], lo[k2]);
-          }
-          const int row = 16 * mt + gid + 8 * hr, n0 = 32 * ng + 8 * tig;
-          *reinterpret_cast<uint4*>(sSh + row * Cf::SS + n0) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-          *reinterpret_cast<uint4*>(sSl + row * Cf::SS + n0) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
-        }
+        for (int hr = 0; hr < 2; ++hr) f(mi, ni, hr, 16 * mt + gid + 8 * hr, 32 * ng + 8 * tig);
       }
     }
+  };
+  // global offsets of a row's first state and of its scale (int8 state)
+  auto state_base = [&](int pch, int n0) { return ((int64_t(b) * H + h) * P + pch) * N + n0; };
+  auto scale_base = [&](int pch, int n0) {
+    return int8_state ? m2::state_scale_row_of(st_rows, int64_t(h) * P + pch) * N + n0 : int64_t(0);
+  };
+  for_state_rows([&](int mi, int ni, int hr, int row, int n0) {
+    const int pch = p0 + row;
+    const bool ok = pch < P && p.state_in != nullptr;
+    const int64_t sbase = state_base(pch, n0), cbase = ok ? scale_base(pch, n0) : 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      acc[mi][ni][k & 3][2 * hr + (k >> 2)] =
+          ok ? m2::load_state(p.state_in, st_scale, sbase + k, cbase + k, p.state_type) : 0.0f;
+    }
+  });
+  // the state as fp16 hi / lo rows S[p][n] for the next chunk's Y_off (8 consecutive states per store)
+  auto write_state = [&](float unscale) {
+    for_state_rows([&](int mi, int ni, int hr, int row, int n0) {
+      uint32_t hi[4], lo[4];
+#pragma unroll
+      for (int k2 = 0; k2 < 4; ++k2) {
+        const int k = 2 * k2;
+        split_h2(acc[mi][ni][k & 3][2 * hr + (k >> 2)] * unscale,
+                 acc[mi][ni][(k + 1) & 3][2 * hr + ((k + 1) >> 2)] * unscale, hi[k2], lo[k2]);
+      }
+      *reinterpret_cast<uint4*>(sSh + row * Cf::SS + n0) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+      *reinterpret_cast<uint4*>(sSl + row * Cf::SS + n0) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+    });
   };
 
   float dnext[2];
@@ -744,25 +744,16 @@ __global__ void __launch_bounds__(kThreads) chunked_kernel(const Prm p) {
 
   // ---- final state (the block's own slice: state_out may be state_in) ------------------------------
   const float unscale = ldexpf(1.0f, -kx_prev);
+  for_state_rows([&](int mi, int ni, int hr, int row, int n0) {
+    const int pch = p0 + row;
+    if (pch >= P) return;
+    const int64_t sbase = state_base(pch, n0), cbase = scale_base(pch, n0);
 #pragma unroll
-  for (int mi = 0; mi < MTW; ++mi) {
-#pragma unroll
-    for (int ni = 0; ni < NGW; ++ni) {
-      const int mt = warp / WN + WM * mi, ng = warp % WN + WN * ni;
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int pch = p0 + 16 * mt + gid + 8 * hr, n0 = 32 * ng + 8 * tig;
-        if (pch >= P) continue;
-        const int64_t sbase = ((int64_t(b) * H + h) * P + pch) * N + n0;
-        const int64_t cbase = int8_state ? m2::state_scale_row_of(st_rows, int64_t(h) * P + pch) * N + n0 : 0;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          m2::store_state(p.state_out, st_scale, sbase + k, cbase + k, p.state_type,
-                          acc[mi][ni][k & 3][2 * hr + (k >> 2)] * unscale);
-        }
-      }
+    for (int k = 0; k < 8; ++k) {
+      m2::store_state(p.state_out, st_scale, sbase + k, cbase + k, p.state_type,
+                      acc[mi][ni][k & 3][2 * hr + (k >> 2)] * unscale);
     }
-  }
+  });
 #endif
 }
 
