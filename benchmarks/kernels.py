@@ -287,7 +287,7 @@ _GROUPS = {
     "mamba2": ("quant_ssd", "quant_ssd_state_update", "ssd", "ssd_state_update", "quant_hadamard", "quant_add_rms_norm", "quant_gated_rms_norm",
                "quant_embedding"),
     "linear": ("w8a8_linear", "w4a8_linear", "w4a16_linear", "w8a8_linear_intmm", "w4a8_linear_intmm",
-               "hadamard_out_proj"),
+               "w4a16_linear_cublas", "hadamard_out_proj"),
 }
 
 

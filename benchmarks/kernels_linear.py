@@ -17,6 +17,10 @@ and a torch epilogue (``intmm_epilogue``: fp16 y = fp32(acc) * x_scale * w_scale
 W4A8 first unpacks its packed int4 weight to int8 with torch ops (``w4a8_weight_int8``), timed with the GEMM.
 Against the same cuBLAS fp16 ``F.linear``: do M > 16 prefills gain from routing the torch-cuda backend through
 cuBLASLt int8?
+
+``w4a16_linear_cublas`` (prefill rows, and M = 32 ... 256 beside the W4A16 GEMM on three shapes: the threshold
+kernel_dispatch.W4A16_CUBLAS_MIN_M): the torch-cuda backend's W4A16 prefill, the weight dequantized by
+w4a16_dequantize and multiplied by cuBLAS fp16 (fp32 out).
 """
 
 from __future__ import annotations
@@ -190,6 +194,31 @@ def _intmm_case(fmt: str, model: str, layer: str, n: int, k: int, m: int) -> dic
                      f"int32 [M, N] round trip; {2 * m * n * k / 1e12:.4g} T-ops per call")
 
 
+def _cublas_case(ops: Any, model: str, layer: str, n: int, k: int, m: int) -> dict:
+    """``w4a16_linear_cublas``: the torch-cuda backend's W4A16 prefill from kernel_dispatch.W4A16_CUBLAS_MIN_M rows
+    (w4a16_dequantize into a transient fp16 weight, then cuBLAS fp16 with fp32 output), against F.linear fp16."""
+    from quamba_edge.ops import kernel_dispatch as kd
+
+    wb = weight_bytes("w4a16", n, k)
+    sets = [_weights("w4a16", n, k) for _ in range(l2_sets(wb))]
+    x = torch.randn(m, k, device="cuda").to(torch.float16)
+
+    def kern(i, sets=sets):
+        s = sets[i % len(sets)]
+        kd._w4a16_cublas(ops, x, s["w"], s["s"], 128, None, k)
+
+    return dict(name="w4a16_linear_cublas", model=model, shape=f"M={m} N={n} K={k} {layer} (prefill)",
+                bytes=wb + 2 * m * k + 4 * m * n, weight_bytes=wb, kernel=kern, reference=_fp16_reference(n, k, m),
+                reference_kind="cuBLAS fp16 F.linear", flops=2 * m * n * k,
+                note=f"w4a16_dequantize (2.5 B per weight) + cuBLAS fp16, fp32 out; {2 * m * n * k / 1e12:.4g} "
+                     "T-ops per call")
+
+
+# M below PREFILL_M where the W4A16 GEMM and the dequantize + cuBLAS path are both timed (the dispatch threshold)
+SWEEP_M = (32, 64, 128, 256)
+SWEEP_SHAPES = {("mamba2-2.7b", "in_proj"), ("mamba2-8b", "out_proj"), ("reference", "4096x14336")}
+
+
 def _intmm_ok(fmt: str, n: int, k: int, m: int) -> bool:
     """torch._int_mm needs M > 16 and K, N multiples of 8 (W4A8 also K % 32 == 0, like its kernel rows)."""
     return m > 16 and k % 8 == 0 and n % 8 == 0 and not (fmt == "w4a8" and k % 32)
@@ -203,11 +232,14 @@ def gemv_cases(ops: Any, only: list[str] | None = None) -> list[dict]:
     out = []
     for model, layer, n, k in linear_shapes():
         ms = DECODE_M + (PREFILL_M if PREFILL_SHAPES is None or (model, layer) in PREFILL_SHAPES else ())
-        for m in ms:
+        sweep = SWEEP_M if (model, layer) in SWEEP_SHAPES else ()
+        for m in ms + sweep:
             for fmt in ("w8a8", "w4a8", "w4a16"):
-                if (fmt != "w8a8" and k % 32) or not _keep(f"{fmt}_linear", only):
+                if (fmt != "w8a8" and k % 32) or not _keep(f"{fmt}_linear", only) or (m in sweep and fmt != "w4a16"):
                     continue
                 out.append(_case(ops, fmt, model, layer, n, k, m))
+            if m > 16 and k % 32 == 0 and _keep("w4a16_linear_cublas", only):
+                out.append(_cublas_case(ops, model, layer, n, k, m))
             for fmt in ("w8a8", "w4a8"):  # the cuBLASLt int8 rows beside the prefill rows
                 if m in PREFILL_M and _intmm_ok(fmt, n, k, m) and _keep(f"{fmt}_linear_intmm", only):
                     out.append(_intmm_case(fmt, model, layer, n, k, m))

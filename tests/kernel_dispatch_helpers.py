@@ -104,13 +104,15 @@ def expected_row_ops(model: Any, decode: bool) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def binding_schemas() -> dict[str, Any]:
-    """op name -> ``torch.FunctionSchema`` parsed from the ``m.def`` of plugins/torch/<op>.cpp."""
+    """op name -> ``torch.FunctionSchema`` parsed from every ``m.def`` of plugins/torch/<op>.cpp (an op's file may
+    define a helper beside it, as w4a16_linear.cpp's w4a16_dequantize)."""
     out = {}
     for cpp in sorted((REPO / "plugins" / "torch").glob("*.cpp")):
-        m = re.search(r'm\.def\(\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\)', cpp.read_text())
-        assert m, f"no m.def schema in {cpp}"
-        schema = torch._C.parse_schema("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))))
-        out[schema.name.split("::")[-1]] = schema
+        defs = re.findall(r'm\.def\(\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\)', cpp.read_text())
+        assert defs, f"no m.def schema in {cpp}"
+        for d in defs:
+            schema = torch._C.parse_schema("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', d)))
+            out[schema.name.split("::")[-1]] = schema
     return out
 
 
@@ -436,10 +438,20 @@ def _w4a16(i, o, opts):
     y.copy_(ops.w4a16_linear(x, unpack_int4(qweight, x.shape[-1]), scale, gs, bias))
 
 
+def _w4a16_dequantize(i, o, opts):
+    from quamba_edge.quant.packing import unpack_int4
+
+    qweight, scale, k, gs = i
+    (out,) = o
+    assert out.dtype == torch.float16 and tuple(out.shape) == (qweight.shape[0], k) and qweight.dtype == torch.uint8
+    out.copy_(ops.w4a16_dequantize(unpack_int4(qweight, k), scale, gs).half())
+
+
 _IMPLS: dict[str, Callable] = {
     "w8a8_linear": _w8a8,
     "w4a8_linear": _w4a8,
     "w4a16_linear": _w4a16,
+    "w4a16_dequantize": _w4a16_dequantize,
     "quant_add_rms_norm": _add_rms_norm,
     "quant_embedding": _embedding,
     "quant_gated_rms_norm": _gated_rms_norm,

@@ -111,7 +111,7 @@ def _row_counts() -> dict[str, int]:
 
 
 def test_fake_covers_every_binding():
-    assert set(FakeKernels().schemas) == set(kd.KERNEL_OPS)
+    assert set(FakeKernels().schemas) == set(kd.KERNEL_OPS) | set(kd.KERNEL_HELPERS)
 
 
 def test_off_by_default_and_cpu_tensors_run_the_reference():
@@ -942,3 +942,31 @@ def test_unverified_kernels_stay_off_by_default(cpu_is_kernel_device, monkeypatc
     with kd.use_kernels(fake):
         kd.causal_conv1d(*args)
     assert fake.calls == {"causal_conv1d": 1} and dict(kd.counts) == {"causal_conv1d": 1}
+
+
+def test_w4a16_prefill_dequantizes_for_cublas(cpu_is_kernel_device, monkeypatch):
+    """From W4A16_CUBLAS_MIN_M token rows the W4A16 linear dequantizes its weight with the kernel (in slices of
+    output rows when wide) and multiplies it with a float GEMM (cuBLAS on a GPU); below, the linear kernel.
+    y as the reference's within fp16 weight / activation rounding, fp32, shaped [..., N], bias added."""
+    from quamba_edge.quant.packing import pack_int4
+
+    g = torch.Generator().manual_seed(3)
+    n, k, gs = 40, 64, 32
+    codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
+    scale = (torch.rand(n, k // gs, generator=g) * 0.02 + 0.002).half()
+    bias = torch.randn(n, generator=g)
+    x = torch.randn(2, kd.W4A16_CUBLAS_MIN_M // 2, k, generator=g)
+    want = ops.w4a16_linear(x, codes, scale, gs, bias)
+    bound = 2**-9 * (x.abs() @ ops.w4a16_dequantize(codes, scale, gs).abs().t()) + 2**-10 * want.abs() + 1e-6
+    for rows_per_slice in (n, 16):  # one slice; three (16 + 16 + 8 rows)
+        monkeypatch.setattr(kd, "_W4A16_DEQUANT_SLICE", rows_per_slice * k)
+        fake = FakeKernels()
+        with kd.use_kernels(fake):
+            got = kd.w4a16_linear(x, pack_int4(codes), scale, gs, bias, k)
+        assert dict(fake.calls) == {"w4a16_dequantize": -(-n // rows_per_slice)}
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert bool(((got - want).abs() <= bound).all()), float((got - want).abs().max())
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        kd.w4a16_linear(x[:, :3], pack_int4(codes), scale, gs, bias, k)
+    assert dict(fake.calls) == {"w4a16_linear": 1}

@@ -331,8 +331,52 @@ struct W4A16Gemm {
 using BigTile = gemm::Tiling<128, 128, 2, 4, 4, 1>;
 using SmallTile = gemm::Tiling<64, 64, 2, 2, 4, 3>;
 
+// quamba_w4a16_dequantize: one thread per 16 codes of a row (8 bytes in, 32 bytes out; K % 32 == 0 and
+// group_size % 32 == 0 keep them inside one group), a grid-stride loop over the N x K / 16 pieces. A pure
+// streaming kernel: its time is the 2.5 bytes per weight over the memory bandwidth.
+__global__ void __launch_bounds__(256) w4a16_dequantize_kernel(const QuambaW4A16DequantizeParams p, int group) {
+  const int per_row = p.k / 16;
+  const int64_t total = static_cast<int64_t>(p.n) * per_row;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int n = static_cast<int>(i / per_row), k0 = static_cast<int>(i % per_row) * 16;
+    const uint2 c = __ldg(reinterpret_cast<const uint2*>(p.qweight + n * p.w_row_stride + k0 / 2));
+    const float s = f16_bits_to_f32(__ldg(p.scale + n * p.scale_row_stride + k0 / group));
+    uint32_t o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {  // byte j: codes k0 + 2j (low nibble) and k0 + 2j + 1 (high nibble)
+      const uint32_t b = ((j < 4 ? c.x : c.y) >> (8 * (j % 4))) & 0xffu;
+      const float lo = static_cast<float>(static_cast<int>(b & 15u) - 8) * s;  // exact in fp32
+      const float hi = static_cast<float>(static_cast<int>(b >> 4) - 8) * s;
+      o[j] = uint32_t(f32_to_f16_bits(lo)) | (uint32_t(f32_to_f16_bits(hi)) << 16);
+    }
+    uint4* dst = reinterpret_cast<uint4*>(p.out + n * p.out_row_stride + k0);
+    dst[0] = make_uint4(o[0], o[1], o[2], o[3]);
+    dst[1] = make_uint4(o[4], o[5], o[6], o[7]);
+  }
+}
+
 }  // namespace
 }  // namespace quamba
+
+extern "C" QUAMBA_API cudaError_t quamba_w4a16_dequantize(const QuambaW4A16DequantizeParams* p, cudaStream_t stream) {
+  using namespace quamba;
+  QUAMBA_CHECK_ARG(p != nullptr && p->qweight != nullptr && p->scale != nullptr && p->out != nullptr);
+  QUAMBA_CHECK_ARG(p->n >= 1 && p->k >= 32 && p->k % 32 == 0 && p->k <= 65536);
+  QUAMBA_CHECK_ARG(p->group_size >= p->k || (p->group_size >= 32 && p->group_size % 32 == 0));
+  QUAMBA_CHECK_ARG(p->w_row_stride >= p->k / 2 && p->scale_row_stride >= (p->k + p->group_size - 1) / p->group_size);
+  QUAMBA_CHECK_ARG(p->out_row_stride >= p->k && p->out_row_stride % 8 == 0);
+  QUAMBA_CHECK_ARG(lin::aligned16(p->qweight, p->w_row_stride) && lin::aligned16(p->out, p->out_row_stride * 2));
+  const int group = p->group_size >= p->k ? p->k : p->group_size;
+  const int64_t pieces = static_cast<int64_t>(p->n) * (p->k / 16);
+  int dev = 0, sms = 0;
+  QUAMBA_CUDA_TRY(cudaGetDevice(&dev));
+  QUAMBA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int64_t blocks = ceil_div<int64_t>(pieces, 256);
+  const int grid = static_cast<int>(blocks < int64_t{sms} * 16 ? blocks : int64_t{sms} * 16);
+  w4a16_dequantize_kernel<<<grid, 256, 0, stream>>>(*p, group);
+  return cudaGetLastError();
+}
 
 extern "C" QUAMBA_API cudaError_t quamba_w4a16_linear(const QuambaW4A16LinearParams* p, cudaStream_t stream) {
   using namespace quamba;

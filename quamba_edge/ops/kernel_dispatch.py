@@ -66,6 +66,7 @@ from .w4a16_linear import w4a16_linear as _op_w4a16_linear
 from .w8a8_linear import w8a8_linear as _ref_w8a8_linear
 
 __all__ = [
+    "KERNEL_HELPERS",
     "KERNEL_OPS",
     "RowScales",
     "add_rms_norm",
@@ -98,6 +99,8 @@ KERNEL_OPS = ("add_rms_norm", "causal_conv1d", "gated_rms_norm", "quant_add_rms_
               "quant_hadamard", "quant_selective_scan", "quant_selective_state_update", "quant_ssd",
               "quant_ssd_state_update", "selective_scan", "selective_state_update", "ssd", "ssd_state_update",
               "w4a8_linear", "w4a16_linear", "w8a8_linear")
+# bindings that serve one of KERNEL_OPS rather than being ops of their own (w4a16_linear's prefill weight)
+KERNEL_HELPERS = ("w4a16_dequantize",)
 SSD_D_STATES = (16, 32, 64, 128, 256)  # quant_ssd.cu / quant_ssd_state_update.cu dispatch_n
 FLOAT_SSD_D_STATES = (64, 128, 256)  # quamba_kernels/ssd.h (the float prefill): cudaErrorNotSupported otherwise
 
@@ -1118,6 +1121,49 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, gr
     k = _kernels_for("w4a16_linear", (x, qweight, scale, bias), supported)
     if k is None:
         return _ref_w4a16_linear(x, qweight, scale, group_size, bias, in_features)
+    if x.numel() // in_features >= W4A16_CUBLAS_MIN_M:
+        return _w4a16_cublas(k, x, qweight, scale, int(group_size), bias, in_features)
     y = _linear_out(x, qweight.shape[0], False)
     k.w4a16_linear(x.to(torch.float16), qweight, scale, int(group_size), bias, y)
     return y
+
+
+# W4A16 prefill from this many token rows up: the weight dequantized to fp16 by our kernel (w4a16_dequantize,
+# 2.5 bytes per weight) and multiplied by cuBLAS fp16 with fp32 output; below it, our tensor-core GEMV / GEMM.
+# Each weight is then fp16((c - 8) * s) (2^-11 relative, the GEMM's rounding for group sizes that are not
+# multiples of 64). The dequantized weight is a transient buffer of at most _W4A16_DEQUANT_SLICE elements
+# (wider layers are done in slices of output rows), not a second copy of the model. Chosen from the
+# w4a16_linear_cublas rows of benchmarks/kernels.py (benchmarks/results/kernels_w4a16_cublas.json).
+W4A16_CUBLAS_MIN_M = 128
+_W4A16_DEQUANT_SLICE = 1 << 25  # 32 Mi weights = 64 MiB of fp16
+
+
+def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """fp16 ``a @ b`` with an fp32 result: cuBLAS's fp32 output (``out_dtype``, torch >= 2.8 on CUDA), else the
+    fp16 product widened (older torch, and CPU)."""
+    try:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return torch.mm(a, b).float()
+
+
+def _w4a16_cublas(k: Any, x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
+                  bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
+    """W4A16 prefill as dequantize (our kernel) + cuBLAS fp16 GEMM; fp32 y [..., N] as the reference's."""
+    n = qweight.shape[0]
+    x2 = x.reshape(-1, in_features).to(torch.float16)
+    step = max(1, _W4A16_DEQUANT_SLICE // in_features)
+    w16 = torch.empty(min(n, step), in_features, dtype=torch.float16, device=x.device)
+    if n <= step:
+        k.w4a16_dequantize(qweight, scale, in_features, group_size, w16)
+        y = _mm_f32(x2, w16.t())
+    else:
+        y = torch.empty(x2.shape[0], n, dtype=torch.float32, device=x.device)
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            w = w16[: n1 - n0]
+            k.w4a16_dequantize(qweight[n0:n1], scale[n0:n1], in_features, group_size, w)
+            y[:, n0:n1] = _mm_f32(x2, w.t())
+    if bias is not None:
+        y.add_(bias.to(torch.float32))
+    return y.reshape(*x.shape[:-1], n)

@@ -114,6 +114,60 @@ def test_bad_arguments_raise(kernels):
     assert_calls_raise("w4a16_linear", _BAD_ARGS)
 
 
+@pytest.mark.parametrize("n,k,gs", [(1, 32, 32), (17, 96, 32), (40, 256, 64), (24, 384, 128), (9, 160, 0),
+                                    (4096, 2560, 128)])
+def test_dequantize_is_the_reference_weight_in_fp16(kernels, n, k, gs):
+    """w4a16_dequantize = fp16 of the reference's exact fp32 weight (round to nearest even), bit for bit, every
+    element written; a slice of output rows (the prefill's wide layers) as the whole's rows."""
+    g = gen("w4a16dq", n, k, gs)
+    codes, packed, scale = _weight(n, k, gs, g)
+    (w,) = run_poisoned(lambda w: kernels.w4a16_dequantize(packed, scale, k, gs, w), [((n, k), torch.float16)])
+    want = w4a16_dequantize(codes, scale, gs if gs > 0 else k).half()
+    assert torch.equal(w, want), f"{int((w != want).sum())} weights differ"
+    if n > 2:
+        part = torch.empty(n - 2, k, dtype=torch.float16, device="cuda")
+        kernels.w4a16_dequantize(packed[1:-1], scale[1:-1], k, gs, part)
+        assert torch.equal(part, want[1:-1])
+
+
+def test_dequantize_bad_arguments_raise(kernels):
+    w, s = torch.zeros(8, 24, dtype=torch.uint8, device="cuda"), torch.ones(8, 1, dtype=torch.float16, device="cuda")
+    with pytest.raises(RuntimeError, match="w4a16_dequantize"):  # K = 48: K % 32 != 0
+        kernels.w4a16_dequantize(w, s, 48, 128, torch.empty(8, 48, dtype=torch.float16, device="cuda"))
+    with pytest.raises(RuntimeError, match="out"):  # fp32 out
+        kernels.w4a16_dequantize(w, s, 48, 128, torch.empty(8, 48, device="cuda"))
+
+
+@pytest.mark.parametrize("m,n,k,gs,bias", [(128, 40, 256, 128, False), (300, 96, 288, 32, True),
+                                           (1024, 4096, 2560, 128, False)])
+def test_prefill_through_cublas(kernels, m, n, k, gs, bias):
+    """kernel_dispatch's W4A16 prefill from W4A16_CUBLAS_MIN_M rows: dequantized fp16 weight x cuBLAS fp16 with
+    fp32 output, within the fp16 weight-rounding bound of the reference; sliced when wide."""
+    from quamba_edge.ops import kernel_dispatch as kd
+
+    assert m >= kd.W4A16_CUBLAS_MIN_M
+    g = gen("w4a16cublas", m, n, k, gs)
+    codes, packed, scale = _weight(n, k, gs, g)
+    x = _x(m, k, g)
+    b = torch.randn(n, device="cuda", generator=g) if bias else None
+    ref = ref_linear(x, codes, scale, gs, b)
+    w_abs = w4a16_dequantize(codes, scale, gs).abs()
+    bound = 2**-10 * (x.float().abs() @ w_abs.t()) + 2**-10 * ref.abs() + 1e-6
+    for sliced in (False, True):
+        kd.counts.clear()
+        with kd.use_kernels(kernels):
+            if sliced:
+                old, kd._W4A16_DEQUANT_SLICE = kd._W4A16_DEQUANT_SLICE, 32 * k
+            try:
+                y = kd.w4a16_linear(x, packed, scale, gs, b, k)
+            finally:
+                if sliced:
+                    kd._W4A16_DEQUANT_SLICE = old
+        assert y.dtype == torch.float32 and kd.counts["w4a16_linear"] == 1
+        err = (y - ref).abs()
+        assert bool((err <= bound).all()), f"max err {float(err.max()):.3g}"
+
+
 def test_sanitize_w4a16_linear(kernels):
     """GEMV calls, GEMM with M / N / K tails (64 x 64 tiles; exact and prescaled codes) and one call on the
     128 x 128 tiles (257 x 8200: 195 tiles)."""
@@ -123,3 +177,6 @@ def test_sanitize_w4a16_linear(kernels):
         codes, packed, scale = _weight(n, k, gs, g)
         _check(kernels, _x(m, k, g), codes, packed, scale, gs,
                torch.randn(n, device="cuda", generator=g) if m > 16 else None, torch.float32)
+        w = torch.empty(n, k, dtype=torch.float16, device="cuda")
+        kernels.w4a16_dequantize(packed, scale, k, gs, w)
+        torch.cuda.synchronize()
