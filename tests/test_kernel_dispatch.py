@@ -951,19 +951,19 @@ def test_w4a16_prefill_dequantizes_for_cublas(cpu_is_kernel_device, monkeypatch)
     from quamba_edge.quant.packing import pack_int4
 
     g = torch.Generator().manual_seed(3)
-    n, k, gs = 40, 64, 32
+    n, k, gs = 300, 64, 32
     codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
     scale = (torch.rand(n, k // gs, generator=g) * 0.02 + 0.002).half()
     bias = torch.randn(n, generator=g)
     x = torch.randn(2, kd.W4A16_CUBLAS_MIN_M // 2, k, generator=g)
     want = ops.w4a16_linear(x, codes, scale, gs, bias)
     bound = 2**-9 * (x.abs() @ ops.w4a16_dequantize(codes, scale, gs).abs().t()) + 2**-10 * want.abs() + 1e-6
-    for rows_per_slice in (n, 16):  # one slice; three (16 + 16 + 8 rows)
-        monkeypatch.setattr(kd, "_W4A16_DEQUANT_SLICE", rows_per_slice * k)
+    for limit, calls in ((kd._W4A16_DEQUANT_SLICE, 1), (200 * k, 3)):  # whole; slices of 128 rows (128 + 128 + 44)
+        monkeypatch.setattr(kd, "_W4A16_DEQUANT_SLICE", limit)
         fake = FakeKernels()
         with kd.use_kernels(fake):
             got = kd.w4a16_linear(x, pack_int4(codes), scale, gs, bias, k)
-        assert dict(fake.calls) == {"w4a16_dequantize": -(-n // rows_per_slice)}
+        assert dict(fake.calls) == {"w4a16_dequantize": calls}
         assert got.dtype == torch.float32 and got.shape == want.shape
         assert bool(((got - want).abs() <= bound).all()), float((got - want).abs().max())
     fake = FakeKernels()

@@ -1131,11 +1131,13 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, gr
 # W4A16 prefill from this many token rows up: the weight dequantized to fp16 by our kernel (w4a16_dequantize,
 # 2.5 bytes per weight) and multiplied by cuBLAS fp16 with fp32 output; below it, our tensor-core GEMV / GEMM.
 # Each weight is then fp16((c - 8) * s) (2^-11 relative, the GEMM's rounding for group sizes that are not
-# multiples of 64). The dequantized weight is a transient buffer of at most _W4A16_DEQUANT_SLICE elements
-# (wider layers are done in slices of output rows), not a second copy of the model. Chosen from the
-# w4a16_linear_cublas rows of benchmarks/kernels.py (benchmarks/results/kernels_w4a16_cublas.json).
+# multiples of 64). The dequantized weight is a transient buffer of at most _W4A16_DEQUANT_SLICE elements, not a
+# second copy of the model: wider layers (the big lm_heads) are done in slices of a multiple of 128 output rows
+# (unaligned slices sent cuBLAS down a slow path, 3-8x; each slice's y is copied into place, ~800 / K of the
+# GEMM's time, hence slices that hold every other layer whole). The threshold: the w4a16_linear_cublas rows of
+# benchmarks/kernels.py beside the GEMM at M = 32 ... 256 (benchmarks/results/kernels_w4a16_cublas.json).
 W4A16_CUBLAS_MIN_M = 128
-_W4A16_DEQUANT_SLICE = 1 << 25  # 32 Mi weights = 64 MiB of fp16
+_W4A16_DEQUANT_SLICE = 1 << 27  # 128 Mi weights = 256 MiB of fp16 (mamba2-8b's in_proj: 76 Mi)
 
 
 def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -1152,7 +1154,7 @@ def _w4a16_cublas(k: Any, x: torch.Tensor, qweight: torch.Tensor, scale: torch.T
     """W4A16 prefill as dequantize (our kernel) + cuBLAS fp16 GEMM; fp32 y [..., N] as the reference's."""
     n = qweight.shape[0]
     x2 = x.reshape(-1, in_features).to(torch.float16)
-    step = max(1, _W4A16_DEQUANT_SLICE // in_features)
+    step = max(128, _W4A16_DEQUANT_SLICE // in_features // 128 * 128)
     w16 = torch.empty(min(n, step), in_features, dtype=torch.float16, device=x.device)
     if n <= step:
         k.w4a16_dequantize(qweight, scale, in_features, group_size, w16)

@@ -138,7 +138,7 @@ def test_dequantize_bad_arguments_raise(kernels):
         kernels.w4a16_dequantize(w, s, 48, 128, torch.empty(8, 48, device="cuda"))
 
 
-@pytest.mark.parametrize("m,n,k,gs,bias", [(128, 40, 256, 128, False), (300, 96, 288, 32, True),
+@pytest.mark.parametrize("m,n,k,gs,bias", [(128, 40, 256, 128, False), (300, 296, 288, 32, True),
                                            (1024, 4096, 2560, 128, False)])
 def test_prefill_through_cublas(kernels, m, n, k, gs, bias):
     """kernel_dispatch's W4A16 prefill from W4A16_CUBLAS_MIN_M rows: dequantized fp16 weight x cuBLAS fp16 with
@@ -157,7 +157,7 @@ def test_prefill_through_cublas(kernels, m, n, k, gs, bias):
         kd.counts.clear()
         with kd.use_kernels(kernels):
             if sliced:
-                old, kd._W4A16_DEQUANT_SLICE = kd._W4A16_DEQUANT_SLICE, 32 * k
+                old, kd._W4A16_DEQUANT_SLICE = kd._W4A16_DEQUANT_SLICE, 128 * k
             try:
                 y = kd.w4a16_linear(x, packed, scale, gs, b, k)
             finally:
