@@ -25,6 +25,9 @@ def test_bench_small(tmp_path, capsys):
         assert all(v["median"] > 0 and v["runs"] == 2 for v in (*r["tpot_ms"].values(), *r["ttft_ms"].values()))
         assert "batch buckets captured: 1, 4" in r["decode"] and "eager for" not in r["decode"]
         assert r["profile_us_per_step"] and r["floor"]["bytes_us"] > 0 and r["peak_memory_mb"] > 0
+        # each model's peak is its own: nothing of the previous model is still allocated when it starts
+        assert r["allocated_before_mb"] < 256, r["allocated_before_mb"]  # cuBLAS workspaces may stay
+        assert r["peak_memory_mb"] < 4 * r["weight_bytes"] / 2**20 + 256, (r["peak_memory_mb"], r["weight_bytes"])
         mem = r["memory"]
         assert mem["torch_reserved_mb"] >= r["peak_memory_mb"] and mem["process_peak_rss_mb"] > 0
         assert mem.get("nvml_used_mb", 1) > 0 and ("nvml_used_mb" in mem or "not available" in mem["nvml"])
