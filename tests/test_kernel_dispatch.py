@@ -970,3 +970,16 @@ def test_w4a16_prefill_dequantizes_for_cublas(cpu_is_kernel_device, monkeypatch)
     with kd.use_kernels(fake):
         kd.w4a16_linear(x[:, :3], pack_int4(codes), scale, gs, bias, k)
     assert dict(fake.calls) == {"w4a16_linear": 1}
+
+
+def test_clear_caches_lets_go_of_the_checked_tensors():
+    """The scale / row caches hold what they checked; clear_caches drops it (a released model is freed)."""
+    import weakref
+
+    kd._FLOAT_CACHE[(1, 2, 3, 4)] = (t := torch.ones(()), 1.0)
+    kd._ROWS_CACHE[(1, 2, 3, 4)] = (r := torch.zeros(3, dtype=torch.int32), True)
+    refs = [weakref.ref(t), weakref.ref(r)]
+    del t, r
+    assert all(w() is not None for w in refs)
+    kd.clear_caches()
+    assert all(w() is None for w in refs) and not kd._FLOAT_CACHE and not kd._ROWS_CACHE

@@ -221,6 +221,8 @@ def _bench_one(name: str, precision: str, cfg: BenchConfig, floors: dict[str, fl
 
     from quamba_edge.runtime.backends.torch_backend import TorchBackend
 
+    from quamba_edge.ops import kernel_dispatch
+
     from . import roofline
     from .random_model import random_model
 
@@ -298,6 +300,7 @@ def _bench_one(name: str, precision: str, cfg: BenchConfig, floors: dict[str, fl
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         row["memory"] = _memory_readings(cfg.device)
         del be, model
+        kernel_dispatch.clear_caches()
         gc.collect()
         torch.cuda.empty_cache()
     return row

@@ -69,6 +69,7 @@ __all__ = [
     "KERNEL_HELPERS",
     "KERNEL_OPS",
     "RowScales",
+    "clear_caches",
     "add_rms_norm",
     "causal_conv1d",
     "counts",
@@ -339,6 +340,14 @@ def _f(s: Scale) -> float:
             _FLOAT_CACHE.clear()
         hit = _FLOAT_CACHE[key] = (s, float(s))
     return hit[1]
+
+
+def clear_caches() -> None:
+    """Drop the validated-argument caches (:func:`_f`, :func:`_rows_in_range`). They hold the tensors they
+    checked (pinning their addresses), and a view holds its whole storage: a model dropped by the caller stays
+    partly allocated until they are cleared (``quamba-edge bench`` clears them between models)."""
+    _FLOAT_CACHE.clear()
+    _ROWS_CACHE.clear()
 
 
 def _opt_f(s: Scale | None) -> float | None:
