@@ -10,7 +10,7 @@
 #   3. fp16 exports of the bundled models (quantized here when torch is installed, else --exports DIR with
 #      exports made elsewhere by `quamba-edge export ARTIFACT --dtype fp16`);
 #   4. trtexec --dynamicPlugins smoke test per export (parse + build + run with our plugin library);
-#   5. quamba-edge build per export;
+#   5. quamba-edge build per export, and its CUDA-graph decode against eager decode (the same tokens);
 #   6. quamba-edge demo and (with CUDA torch) quamba-edge bench on small shapes.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -97,6 +97,20 @@ PY
   fi
   run "build-$name" "$PY" -m quamba_edge build "$dir" --max-batch 4 --max-seq 1024 --plugins "$LIB" \
       --timing-cache jetson/build/timing.cache
+  # the TensorRT backend's CUDA-graph decode against its eager decode: the same tokens
+  run "graphs-$name" "$PY" - "$dir" <<'PY'
+import os, sys
+from quamba_edge.runtime import EdgeModel
+tokens = {}
+for flag in ("0", "1"):
+    os.environ["QUAMBA_CUDA_GRAPHS"] = flag
+    em = EdgeModel.load(sys.argv[1], backend="tensorrt")
+    out = em.generate([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11]], max_new_tokens=64, eos_token_id=None)
+    tokens[flag] = out.tokens
+    print(f"QUAMBA_CUDA_GRAPHS={flag}: {em.backend.graphs_note}; {out.stats}")
+assert tokens["0"] == tokens["1"], "CUDA-graph decode differs from eager decode"
+print("CUDA-graph decode equals eager decode (2 prompts x 64 tokens)")
+PY
 done
 
 # 6. demo and bench

@@ -251,6 +251,40 @@ class FakeDeviceMemory:
     def sync(self, stream: int) -> None:
         pass
 
+    # stream capture as CUDA records it: work enqueued while capturing is recorded, not run; a launch replays
+    # it (with the addresses and shapes of capture time). ``fail_capture``: the capture ends invalidated.
+    capturing: list | None = None
+    fail_capture = False
+
+    def capture_begin(self, stream: int) -> None:
+        assert self.capturing is None, "capture already in progress"
+        self.capturing = []
+
+    def capture_end(self, stream: int):
+        work, self.capturing = self.capturing, None
+        if self.fail_capture:
+            raise RuntimeError("CUDA error 901: operation failed due to a previous error during capture")
+        calls.append(("capture", len(work)))
+        return tuple(work)
+
+    def capture_abort(self, stream: int) -> None:
+        self.capturing = None
+
+    def graph_launch(self, exe, stream: int) -> None:
+        calls.append(("graph", len(exe)))
+        for fn in exe:
+            fn()
+
+    def graph_destroy(self, exe) -> None:
+        calls.append(("destroy", len(exe)))
+
+
+class FakeDeviceMemoryNoCapture(FakeDeviceMemory):
+    """A device memory without stream capture (as pycuda here)."""
+
+    name = "fake-device-memory-without-capture"
+    capture_begin = None  # type: ignore[assignment]
+
 
 memory: FakeDeviceMemory | None = None  # the memory the context reads and writes (tests set it)
 
@@ -320,6 +354,20 @@ class _Context:
         return tuple(dims)
 
     def execute_async_v3(self, stream: int) -> bool:
+        if memory.capturing is not None:  # recorded with this moment's addresses and shapes, run at launch
+            shapes, addr = dict(self.shapes), dict(self.addr)
+            memory.capturing.append(lambda: self._execute(shapes, addr, stream))
+            return True
+        return self._execute(self.shapes, self.addr, stream)
+
+    def _execute(self, shapes: dict, addr: dict, stream: int) -> bool:
+        saved, self.shapes, self.addr = (self.shapes, self.addr), shapes, addr
+        try:
+            return self._execute_bound(stream)
+        finally:
+            self.shapes, self.addr = saved
+
+    def _execute_bound(self, stream: int) -> bool:
         np = self.engine.np
         feeds = {}
         for name, t in self.engine.io.items():

@@ -108,3 +108,73 @@ def test_auto_picks_tensorrt_for_an_export_with_an_engine(setup, monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object() if name == "tensorrt" else None)
     name, why = _select_backend("export", fp16, "auto")
     assert name == "tensorrt" and "engine found" in why
+
+
+@pytest.fixture
+def own_backend(setup, monkeypatch):
+    """A fresh backend on the same engine over a device memory of the test's choosing (the fake context reads
+    and writes the module's ``memory``: swapped for the test, restored after)."""
+    _, ort, lib, fp16 = setup
+    made = []
+
+    def make(mem):
+        monkeypatch.setattr(fake_tensorrt, "memory", mem)
+        be = TensorRTBackend(fp16, plugins=lib, trt=fake_tensorrt, memory=mem)
+        made.append(be)
+        return be
+
+    yield make, ort
+    for be in made:
+        be.close()
+
+
+def _decode_against_onnxruntime(be, ort, batch, steps, seed):
+    """Prefill then ``steps`` donated decode steps on both backends; every step's logits equal."""
+    lo, so = ort.forward(_ids(batch, 5, seed), None, last_only=True)
+    _, st = be.forward(_ids(batch, 5, seed), None, last_only=True)
+    for _ in range(steps):
+        nxt = lo[:, -1].argmax(-1).reshape(-1, 1)
+        lt, st = be.decode_step(nxt, st)
+        lo, so = ort.forward(nxt, so, last_only=True)
+        np.testing.assert_array_equal(lt, lo)
+    assert all(np.array_equal(a, b) for a, b in zip(be.detach_state(st), so))
+
+
+def test_decode_replays_cuda_graphs_per_batch_and_slot(own_backend):
+    """The first step of each (batch, state slot) runs eagerly and is captured; later steps replay the graph
+    (nothing executes outside it), re-bound before each replay; a prefill between decodes changes nothing."""
+    make, ort = own_backend
+    be = make(fake_tensorrt.FakeDeviceMemory())
+    fake_tensorrt.calls.clear()
+    _decode_against_onnxruntime(be, ort, batch=3, steps=6, seed=4)
+    kinds = [c[0] for c in fake_tensorrt.calls if c[0] in ("execute", "capture", "graph")]
+    # prefill, 2 x (eager + capture), then 4 replays (each replay executes the recorded work once)
+    assert kinds == ["execute", "execute", "capture", "execute", "capture"] + ["graph", "execute"] * 4
+    assert [c[1] for c in fake_tensorrt.calls if c[0] == "profile"][-4:] == [1] * 4
+    _decode_against_onnxruntime(be, ort, batch=2, steps=3, seed=5)  # another batch: its own graphs
+    _decode_against_onnxruntime(be, ort, batch=3, steps=3, seed=6)  # back: replays from the first step
+    assert "CUDA-graph decode (4 captured: B=2/slot 0, B=2/slot 1, B=3/slot 0, B=3/slot 1)" == be.graphs_note
+
+
+def test_a_refused_capture_leaves_decode_eager(own_backend):
+    make, ort = own_backend
+    mem = fake_tensorrt.FakeDeviceMemory()
+    mem.fail_capture = True
+    be = make(mem)
+    _decode_against_onnxruntime(be, ort, batch=2, steps=4, seed=7)
+    assert be.graphs_note.startswith("eager decode: capture failed (RuntimeError: CUDA error 901")
+    assert mem.capturing is None
+
+
+@pytest.mark.parametrize("why", ["env", "memory"])
+def test_graphs_off_by_env_or_without_stream_capture(own_backend, monkeypatch, why):
+    make, ort = own_backend
+    if why == "env":
+        monkeypatch.setenv("QUAMBA_CUDA_GRAPHS", "0")
+    be = make(fake_tensorrt.FakeDeviceMemory() if why == "env" else fake_tensorrt.FakeDeviceMemoryNoCapture())
+    fake_tensorrt.calls.clear()
+    _decode_against_onnxruntime(be, ort, batch=2, steps=3, seed=8)
+    assert not [c for c in fake_tensorrt.calls if c[0] in ("capture", "graph")]
+    assert be.graphs_note == ("eager decode: QUAMBA_CUDA_GRAPHS=0" if why == "env" else
+                              "eager decode: fake-device-memory-without-capture offers no stream capture "
+                              "(cuda-bindings does)")

@@ -3,7 +3,8 @@ whichever is installed: allocate, copy host <-> device on a stream, synchronise.
 runtime has none); pycuda does not build everywhere, cuda-bindings installs everywhere.
 
 Every implementation offers the same small interface (:class:`DeviceMemory`); the tests drive the
-backend with an in-process stand-in of it.
+backend with an in-process stand-in of it. cuda-bindings also offers stream capture (:class:`GraphCapture`:
+the TensorRT backend's CUDA-graph decode); pycuda does not here, and decode then runs eagerly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from .base import BackendUnavailableError
 
-__all__ = ["DeviceMemory", "device_memory"]
+__all__ = ["DeviceMemory", "GraphCapture", "device_memory"]
 
 
 class DeviceMemory(Protocol):
@@ -27,6 +28,16 @@ class DeviceMemory(Protocol):
     def d2h(self, host: np.ndarray, ptr: int, stream: int) -> None: ...
     def d2d(self, dst: int, src: int, nbytes: int, stream: int) -> None: ...
     def sync(self, stream: int) -> None: ...
+
+
+class GraphCapture(Protocol):
+    """Stream capture into CUDA graphs (optional part of a DeviceMemory)."""
+
+    def capture_begin(self, stream: int) -> None: ...
+    def capture_end(self, stream: int) -> Any: ...  # an instantiated graph (exec)
+    def capture_abort(self, stream: int) -> None: ...  # end a capture that failed, dropping what it recorded
+    def graph_launch(self, exe: Any, stream: int) -> None: ...
+    def graph_destroy(self, exe: Any) -> None: ...
 
 
 class _CudaBindings:
@@ -70,6 +81,28 @@ class _CudaBindings:
 
     def sync(self, stream: int) -> None:
         self._ok(self.rt.cudaStreamSynchronize(stream))
+
+    # stream capture: thread-local mode, so other threads' CUDA calls do not break (or join) the capture
+    def capture_begin(self, stream: int) -> None:
+        self._ok(self.rt.cudaStreamBeginCapture(stream, self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+
+    def capture_end(self, stream: int) -> Any:
+        graph = self._ok(self.rt.cudaStreamEndCapture(stream))
+        try:
+            return self._ok(self.rt.cudaGraphInstantiate(graph, 0))
+        finally:
+            self.rt.cudaGraphDestroy(graph)  # the exec keeps what it needs
+
+    def capture_abort(self, stream: int) -> None:
+        err, graph = self.rt.cudaStreamEndCapture(stream)
+        if int(err) == 0 and graph:
+            self.rt.cudaGraphDestroy(graph)
+
+    def graph_launch(self, exe: Any, stream: int) -> None:
+        self._ok(self.rt.cudaGraphLaunch(exe, stream))
+
+    def graph_destroy(self, exe: Any) -> None:
+        self._ok(self.rt.cudaGraphExecDestroy(exe))
 
 
 class _PyCuda:

@@ -10,8 +10,13 @@ with our plugin library, through TensorRT's Python API; device memory through cu
 * ``decode_step`` (the decode loop, which donates its state): the state stays on the device, double-buffered
   (step k reads buffer set k % 2 and writes the other), so a step copies only the token ids in and the logits
   out. The returned state is valid until the next step; ``detach_state`` copies it to the host.
-  CUDA-graph capture of the step is not done yet (TensorRT allows it for engines without data-dependent
-  shapes; to be measured on the Jetson).
+* CUDA-graph decode (cuda-bindings; ``QUAMBA_CUDA_GRAPHS=0`` turns it off): the step's ``execute_async_v3``
+  is captured once per (batch, state slot) and replayed after. As TensorRT requires, the graph's shapes and
+  tensor addresses are fixed: ids and logits live in buffers of their own sized for the engine's max batch,
+  the two state sets are fixed, the first step of a key runs eagerly (the enqueue TensorRT wants before a
+  capture) and the context is re-bound (profile, shapes, addresses) before every replay. A capture TensorRT
+  refuses (an engine with data-dependent shapes, a plugin that synchronizes) turns graphs off for the backend,
+  saying why in ``graphs_note``; decode goes on eagerly.
 
 Never run under a real TensorRT here (none can be installed on our machines): tests/test_tensorrt_backend.py
 drives it with a fake ``tensorrt`` module that executes the graph with ONNX Runtime and a fake device memory.
@@ -20,6 +25,7 @@ drives it with a fake ``tensorrt`` module that executes the graph with ONNX Runt
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +36,15 @@ from ..engine_build import ENGINE_FILE, EngineError, check_engine, find_plugin_l
 from .base import Backend, BackendUnavailableError
 
 __all__ = ["tensorrt_version", "tensorrt_status", "TensorRTBackend", "ENGINE_FILE"]
+
+
+def _graphs_off_reason(mem: Any) -> str | None:
+    """Why decode cannot use CUDA graphs here (None: it can)."""
+    if os.environ.get("QUAMBA_CUDA_GRAPHS", "").strip().lower() in ("0", "false", "off", "no"):
+        return "QUAMBA_CUDA_GRAPHS=0"
+    if not callable(getattr(mem, "capture_begin", None)):
+        return f"{getattr(mem, 'name', 'this device memory')} offers no stream capture (cuda-bindings does)"
+    return None
 
 
 def tensorrt_version() -> str | None:
@@ -123,6 +138,9 @@ class TensorRTBackend(Backend):
         self._bufs: dict[tuple[str, str], tuple[int, int]] = {}  # (role, tensor) -> (ptr, bytes)
         self._generation = 0
         self._slot = 0
+        # (batch, slot) -> (the addresses it was captured with, graph exec)
+        self._graphs: dict[tuple[int, int], tuple[tuple[int, ...], Any]] = {}
+        self._graphs_off = _graphs_off_reason(self._mem)
 
     # ---- device buffers -------------------------------------------------------------------------------
 
@@ -147,17 +165,19 @@ class TensorRTBackend(Backend):
             raise EngineError(f"{length} tokens in one call, the engine's profile takes {self.max_prefill_len}; "
                               "feed them in chunks (prefill_chunk=) or rebuild with a larger --max-seq")
 
-    def _run(self, ids: np.ndarray, state_in: list[int], state_out: list[int], host_states: Sequence[np.ndarray] | None,
-             want_states: bool) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """One execution: ids (host) and the states (host arrays, or already at ``state_in``) in; logits and,
-        when ``want_states``, the states out on the host."""
+    def _bind(self, ids: np.ndarray, state_in: list[int], state_out: list[int],
+              host_states: Sequence[np.ndarray] | None, role: str = "io") -> tuple[np.ndarray, int]:
+        """Profile, shapes and addresses of one execution, ids (host) and host states copied in. ``role`` "g":
+        ids and logits in the graph's buffers, sized for the max batch (their addresses never change). Returns
+        (the host logits array to fill, the device logits pointer)."""
         b, length = ids.shape
         ctx, mem, s = self._ctx, self._mem, self._stream
         prof = self._decode_profile if length == 1 or self._prefill_profile is None else self._prefill_profile
         if not ctx.set_optimization_profile_async(prof, s):
             raise EngineError(f"{self.path / ENGINE_FILE} has no optimization profile {prof}; rebuild it")
         ids = np.ascontiguousarray(ids, dtype=self._dtype["input_ids"])
-        p = self._buf("io", "input_ids", ids.nbytes)
+        rows = self.max_batch if role == "g" else b
+        p = self._buf(role, "input_ids", ids.nbytes // b * rows)
         mem.h2d(p, ids, s)
         self._shape(ctx, "input_ids", ids.shape)
         ctx.set_tensor_address("input_ids", p)
@@ -173,10 +193,22 @@ class TensorRTBackend(Backend):
             ctx.set_tensor_address(spec.output_name, state_out[i])
         lshape = tuple(int(d) for d in ctx.get_tensor_shape("logits"))
         logits = np.empty(lshape, dtype=self._dtype["logits"])
-        lp = self._buf("io", "logits", logits.nbytes)
+        lp = self._buf(role, "logits", logits.nbytes // b * rows)
         ctx.set_tensor_address("logits", lp)
-        if not ctx.execute_async_v3(s):
+        return logits, lp
+
+    def _execute(self) -> None:
+        if not self._ctx.execute_async_v3(self._stream):
             raise RuntimeError(f"TensorRT failed to run {self.path / ENGINE_FILE} (its log says why)")
+
+    def _run(self, ids: np.ndarray, state_in: list[int], state_out: list[int], host_states: Sequence[np.ndarray] | None,
+             want_states: bool) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """One execution: ids (host) and the states (host arrays, or already at ``state_in``) in; logits and,
+        when ``want_states``, the states out on the host."""
+        b = ids.shape[0]
+        mem, s = self._mem, self._stream
+        logits, lp = self._bind(ids, state_in, state_out, host_states)
+        self._execute()
         mem.d2h(logits, lp, s)
         outs = None
         if want_states:
@@ -188,6 +220,59 @@ class TensorRTBackend(Backend):
                 outs.append(host)
         mem.sync(s)
         return logits.astype(np.float32, copy=False), outs
+
+    def _graph_step(self, ids: np.ndarray, state_in: list[int], state_out: list[int],
+                    host_states: Sequence[np.ndarray] | None, slot: int) -> np.ndarray:
+        """A decode step through the (batch, slot) graph: replayed when captured with these addresses, else
+        run eagerly and captured for the next time (module docstring)."""
+        mem, s = self._mem, self._stream
+        logits, lp = self._bind(ids, state_in, state_out, host_states, role="g")
+        key = (ids.shape[0], slot)
+        addrs = (self._bufs[("g", "input_ids")][0], lp, *state_in, *state_out)
+        have = self._graphs.get(key)
+        if have is not None and have[0] == addrs:
+            mem.graph_launch(have[1], s)
+        else:
+            if have is not None:  # buffers moved (not expected: they are sized for the max batch)
+                mem.graph_destroy(self._graphs.pop(key)[1])
+            self._execute()
+            mem.sync(s)
+            try:
+                self._graphs[key] = (addrs, self._capture())
+            except Exception as e:  # TensorRT or the driver refused the capture: eager from now on
+                self._graphs_off = f"capture failed ({type(e).__name__}: {e}); decode runs eagerly"
+                self._drop_graphs()
+        mem.d2h(logits, lp, s)
+        mem.sync(s)
+        return logits.astype(np.float32, copy=False)
+
+    def _capture(self) -> Any:
+        """The bound execution as a graph exec (nothing runs: stream capture records the work)."""
+        mem, s = self._mem, self._stream
+        mem.capture_begin(s)
+        try:
+            ok = self._ctx.execute_async_v3(s)
+        except BaseException:
+            mem.capture_abort(s)
+            raise
+        exe = mem.capture_end(s)
+        if not ok:
+            mem.graph_destroy(exe)
+            raise RuntimeError("execute_async_v3 returned False while capturing")
+        return exe
+
+    def _drop_graphs(self) -> None:
+        for _, exe in self._graphs.values():
+            self._mem.graph_destroy(exe)
+        self._graphs.clear()
+
+    @property
+    def graphs_note(self) -> str:
+        """Decode execution in one line: CUDA graphs (keys captured) or eager and why."""
+        if self._graphs_off:
+            return f"eager decode: {self._graphs_off}"
+        keys = ", ".join(f"B={b}/slot {k}" for b, k in sorted(self._graphs))
+        return f"CUDA-graph decode ({len(self._graphs)} captured: {keys or 'none yet'})"
 
     def _shape(self, ctx: Any, name: str, shape: tuple[int, ...]) -> None:
         if not ctx.set_input_shape(name, tuple(shape)):
@@ -221,7 +306,10 @@ class TensorRTBackend(Backend):
             cur, host = state.slot, None  # already on the device
         else:
             cur, host = self._slot, self._host(state)
-        logits, _ = self._run(input_ids, sets[cur], sets[1 - cur], host, want_states=False)
+        if self._graphs_off:
+            logits, _ = self._run(input_ids, sets[cur], sets[1 - cur], host, want_states=False)
+        else:
+            logits = self._graph_step(input_ids, sets[cur], sets[1 - cur], host, cur)
         self._generation += 1
         self._slot = 1 - cur
         return logits, _DeviceState(self, self._generation, self._slot, b)
@@ -266,6 +354,7 @@ class TensorRTBackend(Backend):
         return int(sum(a.nbytes for a in state))
 
     def close(self) -> None:
+        self._drop_graphs()
         for ptr, _ in self._bufs.values():
             self._mem.free(ptr)
         self._bufs.clear()
