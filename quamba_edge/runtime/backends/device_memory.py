@@ -95,7 +95,7 @@ class _CudaBindings:
 
     def capture_abort(self, stream: int) -> None:
         err, graph = self.rt.cudaStreamEndCapture(stream)
-        if int(err) == 0 and graph:
+        if int(err) == 0:
             self.rt.cudaGraphDestroy(graph)
 
     def graph_launch(self, exe: Any, stream: int) -> None:
