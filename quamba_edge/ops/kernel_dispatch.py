@@ -1149,13 +1149,21 @@ W4A16_CUBLAS_MIN_M = 128
 _W4A16_DEQUANT_SLICE = 1 << 27  # 128 Mi weights = 256 MiB of fp16 (mamba2-8b's in_proj: 76 Mi)
 
 
+_MM_OUT_DTYPE_REFUSED: set[str] = set()  # device types whose torch.mm refused out_dtype once: not asked again
+
+
 def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """fp16 ``a @ b`` with an fp32 result: cuBLAS's fp32 output (``out_dtype``, torch >= 2.8 on CUDA), else the
-    fp16 product widened (older torch, and CPU)."""
-    try:
-        return torch.mm(a, b, out_dtype=torch.float32)
-    except (TypeError, RuntimeError, NotImplementedError):
-        return torch.mm(a, b).float()
+    fp16 product widened (older torch, e.g. JetPack 6.2's, and CPU: found out once per device type, so a prefill
+    does not raise and catch an error per linear)."""
+    if a.device.type not in _MM_OUT_DTYPE_REFUSED:
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except torch.cuda.OutOfMemoryError:  # not a refusal of out_dtype
+            raise
+        except (TypeError, RuntimeError, NotImplementedError):
+            _MM_OUT_DTYPE_REFUSED.add(a.device.type)
+    return torch.mm(a, b).float()
 
 
 def _w4a16_cublas(k: Any, x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
