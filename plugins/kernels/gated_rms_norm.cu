@@ -8,18 +8,19 @@
 namespace quamba {
 namespace {
 
-template <int kMaxPerThread>  // elements per thread: 16 (<= 8192 per block) or 32
+template <int kMaxPerThread, bool V>  // elements per thread: 16 (<= 8192 per block) or 32; V: m2::row_idx
 __global__ void __launch_bounds__(m2::kNormMaxThreads) gated_rms_norm_kernel(const QuambaGatedRMSNormParams p) {
   __shared__ float red[32];
   const int ngroups = p.dim / p.group_size;
   const int64_t row = blockIdx.x / ngroups;
   const int c0 = static_cast<int>(blockIdx.x % ngroups) * p.group_size;
-  const int gs = p.group_size, T = blockDim.x, tid = threadIdx.x;
+  const int gs = p.group_size;
   const bool gate = p.z != nullptr, gate_first = gate && !p.norm_before_gate;
 
-  float v[kMaxPerThread], g[kMaxPerThread];  // loads first, all in flight
-  m2::load_row(v, p.x, row * p.x_row_stride + c0, p.x_dtype, gs);
-  if (gate) m2::load_row(g, p.z, row * p.z_row_stride + c0, p.z_dtype, gs);
+  float v[kMaxPerThread], g[kMaxPerThread], w[kMaxPerThread];  // loads first, all in flight (the weight too)
+  m2::load_row<kMaxPerThread, V>(v, p.x, row * p.x_row_stride + c0, p.x_dtype, gs);
+  if (gate) m2::load_row<kMaxPerThread, V>(g, p.z, row * p.z_row_stride + c0, p.z_dtype, gs);
+  m2::load_row<kMaxPerThread, V>(w, p.weight, c0, p.weight_dtype, gs);
   float ss = 0.0f;
 #pragma unroll
   for (int k = 0; k < kMaxPerThread; ++k) {
@@ -28,16 +29,12 @@ __global__ void __launch_bounds__(m2::kNormMaxThreads) gated_rms_norm_kernel(con
     ss = fmaf(v[k], v[k], ss);
   }
   const float rstd = m2::rms_rstd(ss, red, gs, p.eps);
-  const int64_t oo = row * p.out_row_stride + c0;
 #pragma unroll
   for (int k = 0; k < kMaxPerThread; ++k) {
-    const int i = tid + k * T;
-    if (i < gs) {
-      float o = (v[k] * rstd) * m2::load_float(p.weight, c0 + i, p.weight_dtype);
-      if (gate && !gate_first) o = o * g[k];
-      m2::store_float(p.out, oo + i, p.out_dtype, o);
-    }
+    v[k] = (v[k] * rstd) * w[k];
+    if (gate && !gate_first) v[k] = v[k] * g[k];
   }
+  m2::store_row<kMaxPerThread, V>(p.out, row * p.out_row_stride + c0, p.out_dtype, v, gs);
 }
 
 }  // namespace
@@ -52,11 +49,28 @@ extern "C" QUAMBA_API cudaError_t quamba_gated_rms_norm(const QuambaGatedRMSNorm
   QUAMBA_CHECK_ARG(p->z == nullptr || float_dtype(p->z_dtype));
   const int64_t blocks = p->rows * (p->dim / p->group_size);
   QUAMBA_CHECK_ARG(blocks <= 0x7fffffffLL);
-  const quamba::m2::NormLaunch l = quamba::m2::norm_launch(p->group_size);
+  using quamba::m2::dtype_bytes;
+  using quamba::m2::vec_rows_ok;
+  const int gs = p->group_size;
+  const auto ok = [&](const void* q, int bytes, int64_t stride) {
+    return vec_rows_ok(q, bytes, stride, gs, p->rows);
+  };
+  const bool vec = ok(p->x, dtype_bytes(p->x_dtype), p->x_row_stride) &&
+                   ok(p->z, dtype_bytes(p->z_dtype), p->z_row_stride) &&
+                   ok(p->weight, dtype_bytes(p->weight_dtype), 0) &&
+                   ok(p->out, dtype_bytes(p->out_dtype), p->out_row_stride);
+  const quamba::m2::NormLaunch l = quamba::m2::norm_launch(gs);
+  const dim3 grid(static_cast<unsigned>(blocks));
   if (l.per == 16) {
-    quamba::gated_rms_norm_kernel<16><<<static_cast<unsigned>(blocks), l.threads, 0, stream>>>(*p);
+    if (vec) {
+      quamba::gated_rms_norm_kernel<16, true><<<grid, l.threads, 0, stream>>>(*p);
+    } else {
+      quamba::gated_rms_norm_kernel<16, false><<<grid, l.threads, 0, stream>>>(*p);
+    }
+  } else if (vec) {
+    quamba::gated_rms_norm_kernel<32, true><<<grid, l.threads, 0, stream>>>(*p);
   } else {
-    quamba::gated_rms_norm_kernel<32><<<static_cast<unsigned>(blocks), l.threads, 0, stream>>>(*p);
+    quamba::gated_rms_norm_kernel<32, false><<<grid, l.threads, 0, stream>>>(*p);
   }
   return cudaGetLastError();
 }

@@ -354,6 +354,44 @@ def _opt_f(s: Scale | None) -> float | None:
     return None if s is None else _f(s)
 
 
+def _converted(t: torch.Tensor, key: str, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``make(t)`` for a persistent parameter, made once: a decode step converted the same fp16 norm weights,
+    dt_bias and Hadamard factor on every call (4 copy kernels per layer and token, ~10 us of a W8A8 mamba2
+    layer's ~70). Kept on the tensor itself (its lifetime, so a captured CUDA graph never reads a freed copy)
+    and valid for its current version; inference tensors (no version) and calls under stream capture are
+    converted every time, as before."""
+    try:
+        ver = t._version
+    except RuntimeError:  # an inference tensor
+        return make(t)
+    cache = t.__dict__.get("_quamba_converted")
+    hit = None if cache is None else cache.get(key)
+    if hit is not None and hit[0] == ver:
+        return hit[1]
+    out = make(t)
+    if not (t.is_cuda and torch.cuda.is_current_stream_capturing()):
+        if cache is None:
+            cache = t.__dict__["_quamba_converted"] = {}
+        cache[key] = (ver, out)
+    return out
+
+
+def _param_f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A float parameter as the bindings read it (contiguous fp32), converted once (:func:`_converted`)."""
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return _converted(t, "f32", lambda u: u.to(torch.float32).contiguous())
+
+
+def _hadamard_base(matrix: torch.Tensor, n: int) -> torch.Tensor:
+    """The b x b base factor of the Kronecker Hadamard ``matrix`` [n, n] (entries at stride n / b, the 1/sqrt(n)
+    included), as the quant_hadamard binding extracts it; b in the binding's order (base_of: 12, 40, a power of
+    two, 20, 28). Taken once per matrix (:func:`_converted`)."""
+    b = next(b for b in (12, 40, 1, 20, 28) if n % b == 0 and _pow2(n // b))
+    pw = n // b
+    return _converted(matrix, f"base{n}", lambda m: m[::pw, ::pw].contiguous())
+
+
 def _scale_tensor(s: Scale, device: torch.device) -> torch.Tensor:
     """A scale the kernels take as a tensor (one value or per channel): contiguous fp32 on ``device``."""
     if not isinstance(s, torch.Tensor):
@@ -410,7 +448,7 @@ def quant_add_rms_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weig
         return _ref_add_rms_norm(hidden, residual, weight, eps, out_scale, residual_in_fp32)
     y = _empty(hidden.shape, torch.int8, hidden)
     res = _empty(hidden.shape, torch.float32 if residual_in_fp32 else hidden.dtype, hidden)
-    k.quant_add_rms_norm(hidden, residual, weight, float(eps), _f(out_scale), y, res)
+    k.quant_add_rms_norm(hidden, residual, _param_f32(weight), float(eps), _f(out_scale), y, res)
     return y, res
 
 
@@ -428,7 +466,8 @@ def quant_gated_rms_norm(y: torch.Tensor, z_q: torch.Tensor, z_scale: Scale, wei
     if k is None:
         return _ref_gated_rms_norm(y, z_q, z_scale, weight, eps, group_size, norm_before_gate)
     out = _empty(y.shape, torch.float16, y)
-    k.quant_gated_rms_norm(y, z_q, _f(z_scale), weight, float(eps), int(group_size), bool(norm_before_gate), out)
+    k.quant_gated_rms_norm(y, z_q, _f(z_scale), _param_f32(weight), float(eps), int(group_size),
+                           bool(norm_before_gate), out)
     return out if fp16_out else out.float()
 
 
@@ -444,7 +483,7 @@ def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> t
     if k is None:
         return _ref_hadamard(x, matrix, out_scale)
     y = _empty(x.shape, torch.int8, x)
-    k.quant_hadamard(x, matrix, _f(out_scale), y)
+    k.quant_hadamard(x, _hadamard_base(matrix, x.shape[-1]), _f(out_scale), y)
     return y
 
 
@@ -649,8 +688,8 @@ def quant_ssd(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor, dt_scale: S
     state_out = _empty((b, h, p, n), torch.int8 if int8_state else torch.float32, x_q)
     st = state_in.contiguous() if int8_state and state_in is not None else _float_state(state_in)
     ss, rows = _kernel_state_scale("quant_ssd", state_scale, dev)
-    k.quant_ssd(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), dt_bias, A_log_q, _f(A_log_scale), B_q,
-                _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev), D_q,
+    k.quant_ssd(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), _param_f32(dt_bias), A_log_q,
+                _f(A_log_scale), B_q, _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev), D_q,
                 _f(D_scale) if D_q is not None else 0.0, int(chunk_size), float(dt_limit[0]), float(dt_limit[1]),
                 st, ss, y, state_out, *(() if rows is None else (0, rows)))  # p_tile 0 = default
     return (y if fp16_y else y.float()), state_out
@@ -676,10 +715,11 @@ def quant_ssd_state_update(x_q: torch.Tensor, x_scale: Scale, dt_q: torch.Tensor
     new_state = _empty((b, h, p, n), torch.int8 if int8_state else torch.float32, x_q)
     st = state.contiguous() if int8_state else _float_state(state)
     ss, rows = _kernel_state_scale("quant_ssd_state_update", state_scale, dev)
-    k.quant_ssd_state_update(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), dt_bias, A_log_q,
-                             _f(A_log_scale), B_q, _scale_tensor(B_scale, dev), C_q, _scale_tensor(C_scale, dev),
-                             D_q, _f(D_scale) if D_q is not None else 0.0, float(dt_limit[0]),
-                             float(dt_limit[1]), st, ss, y, new_state, *(() if rows is None else (rows,)))
+    k.quant_ssd_state_update(x_q, _scale_tensor(x_scale, dev), dt_q, _f(dt_scale), _param_f32(dt_bias),
+                             A_log_q, _f(A_log_scale), B_q, _scale_tensor(B_scale, dev), C_q,
+                             _scale_tensor(C_scale, dev), D_q, _f(D_scale) if D_q is not None else 0.0,
+                             float(dt_limit[0]), float(dt_limit[1]), st, ss, y, new_state,
+                             *(() if rows is None else (rows,)))
     return (y if fp16_y else y.float()), new_state
 
 

@@ -90,6 +90,9 @@ def test_add_rms_norm_strided_rows_and_tiny_values(kernels):
     weight = (torch.rand(4096, device="cuda", generator=gen) * 2e-5).half()  # outputs in fp16 subnormals
     _run(kernels, big[:, 8:], residual, weight, True, True)
     _run(kernels, big[:, 8:], residual[:, :4096], weight, False, False)
+    # rows that start 8 bytes off a 16-byte boundary: the scalar layout (m2::vec_rows_ok), one row and several
+    _run(kernels, big[:, 4:4100], residual, weight, True, True)
+    _run(kernels, big[:1, 4:4100], residual[:1], weight, True, True)
 
 
 def test_add_rms_norm_dispatch_on_cuda(kernels):

@@ -60,6 +60,11 @@ def test_gated_rms_norm_strided_rows(kernels):
     weight = (0.5 + torch.rand(e, device="cuda", generator=gen)).half()
     _run(kernels, x, z, weight, e // 8, False)
     _run(kernels, x, z, weight * 2e-5, e // 8, True)  # outputs in fp16 subnormals
+    # an odd row stride (2 E + 100 halves: rows off 16-byte boundaries) takes the scalar layout from 2 rows on,
+    # the 16-byte one for a single row; a start 8 bytes off a boundary, the scalar one always
+    _run(kernels, x[:1], z[:1], weight, e // 8, False)
+    _run(kernels, zx[:, 4:4 + e], z, weight, e // 8, False)
+    _run(kernels, zx[:1, 4:4 + e], z[:1], weight, e // 8, False)
 
 
 def test_gated_rms_norm_dispatch_on_cuda(kernels):

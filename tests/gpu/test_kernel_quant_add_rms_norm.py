@@ -63,6 +63,11 @@ def test_quant_add_rms_norm_strided_rows(kernels):
     hidden = big[:, 8:]
     residual = torch.randn(9, 2560, device="cuda", generator=gen)
     _add_run(kernels, None, 2560, None, None, torch.float32, True, True, gen, hidden=hidden, residual=residual)
+    # rows that start 8 bytes off a 16-byte boundary: the scalar layout (m2::vec_rows_ok)
+    _add_run(kernels, None, 2560, None, None, torch.float32, True, True, gen, hidden=big[:, 4:2564],
+             residual=residual)
+    _add_run(kernels, None, 2560, None, None, torch.float32, True, True, gen, hidden=big[:1, 4:2564],
+             residual=residual[:1])
 
 
 def test_bad_arguments_raise(kernels):

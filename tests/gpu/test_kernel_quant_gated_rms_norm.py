@@ -49,6 +49,9 @@ def test_quant_gated_rms_norm_strided_rows(kernels):
     gen = torch.Generator(device="cuda").manual_seed(6)
     big = torch.randn(5, 5120 + 32, device="cuda", generator=gen).half()
     _gated_run(kernels, None, 5120, 1, None, False, gen, y=big[:, 32:])
+    # rows that start 8 bytes off a 16-byte boundary: the scalar layout (m2::vec_rows_ok)
+    _gated_run(kernels, None, 5120, 1, None, False, gen, y=big[:, 4:5124])
+    _gated_run(kernels, None, 5120, 4, None, True, gen, y=big[:1, 4:5124])
 
 
 def test_bad_arguments_raise(kernels):

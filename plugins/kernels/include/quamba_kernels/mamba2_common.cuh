@@ -109,15 +109,144 @@ inline NormLaunch norm_launch(int n) {
 // A float dtype code the norm kernels take (QUAMBA_DT_F32 / F16 / BF16).
 inline bool float_dtype(int t) { return t == QUAMBA_DT_F32 || t == QUAMBA_DT_F16 || t == QUAMBA_DT_BF16; }
 
-// This thread's elements of a float row of runtime dtype (from element `off` of base) as fp32, 0 from n on.
-template <int K>
-__device__ __forceinline__ void load_row(float (&v)[K], const void* base, int64_t off, int dtype, int n) {
+// Two layouts of a row over the block's threads (register k of a thread holds element row_idx<V>(k)):
+//   V = false: i = tid + k * T (any length, stride and alignment);
+//   V = true:  chunks of 8 consecutive elements, i = 8 (tid + (k / 8) T) + k % 8, moved with 16-byte (8-byte
+//              for int8) loads and stores: at one row per block (batch-1 decode) the scalar layout's per-element
+//              loads, dtype branches and address arithmetic made the norms latency-bound (7.5-9.4 us for 2-5 K
+//              elements on an H200, Nsight Compute). Needs n % 8 == 0 and aligned rows (vec_rows_ok).
+template <bool V>
+__device__ __forceinline__ int row_idx(int k) {
+  return V ? 8 * (static_cast<int>(threadIdx.x) + (k >> 3) * static_cast<int>(blockDim.x)) + (k & 7)
+           : static_cast<int>(threadIdx.x) + k * static_cast<int>(blockDim.x);
+}
+
+__device__ __forceinline__ void unpack8(float* v, uint4 u, int dtype) {  // 8 halves (fp16 or bf16) of u
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
-    v[k] = i < n ? load_float(base, off + i, dtype) : 0.0f;
+  for (int j = 0; j < 4; ++j) {
+    const uint16_t lo = static_cast<uint16_t>(w[j]), hi = static_cast<uint16_t>(w[j] >> 16);
+    if (dtype == QUAMBA_DT_F16) {
+      v[2 * j] = __half2float(__ushort_as_half(lo));
+      v[2 * j + 1] = __half2float(__ushort_as_half(hi));
+    } else {
+      v[2 * j] = __bfloat162float(__ushort_as_bfloat16(lo));
+      v[2 * j + 1] = __bfloat162float(__ushort_as_bfloat16(hi));
+    }
   }
 }
+
+// This thread's elements of a float row of runtime dtype (from element `off` of base) as fp32, 0 from n on.
+template <int K, bool V = false>
+__device__ __forceinline__ void load_row(float (&v)[K], const void* base, int64_t off, int dtype, int n) {
+  if constexpr (V) {
+#pragma unroll
+    for (int j = 0; j < K / 8; ++j) {
+      const int i0 = row_idx<true>(8 * j);
+      float* c = v + 8 * j;
+      if (i0 >= n) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) c[e] = 0.0f;
+      } else if (dtype == QUAMBA_DT_F32) {
+        const float4* q = reinterpret_cast<const float4*>(static_cast<const float*>(base) + off + i0);
+        const float4 a = q[0], b = q[1];
+        c[0] = a.x, c[1] = a.y, c[2] = a.z, c[3] = a.w, c[4] = b.x, c[5] = b.y, c[6] = b.z, c[7] = b.w;
+      } else {
+        unpack8(c, *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + off + i0), dtype);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int i = row_idx<false>(k);
+      v[k] = i < n ? load_float(base, off + i, dtype) : 0.0f;
+    }
+  }
+}
+
+// This thread's elements of an int8 row (0 from n on).
+template <int K, bool V = false>
+__device__ __forceinline__ void load_row_i8(int8_t (&v)[K], const int8_t* base, int64_t off, int n) {
+#pragma unroll
+  for (int j = 0; j < (V ? K / 8 : K); ++j) {
+    if constexpr (V) {
+      const int i0 = row_idx<true>(8 * j);
+      const uint2 u = i0 < n ? *reinterpret_cast<const uint2*>(base + off + i0) : make_uint2(0, 0);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[8 * j + e] = static_cast<int8_t>((e < 4 ? u.x : u.y) >> (8 * (e & 3)));
+    } else {
+      const int i = row_idx<false>(j);
+      v[j] = i < n ? base[off + i] : int8_t(0);
+    }
+  }
+}
+
+// Store this thread's elements (fp32, rounded to the row's float dtype) of a row; elements from n on are skipped.
+template <int K, bool V = false>
+__device__ __forceinline__ void store_row(void* base, int64_t off, int dtype, const float (&v)[K], int n) {
+  if constexpr (V) {
+#pragma unroll
+    for (int j = 0; j < K / 8; ++j) {
+      const int i0 = row_idx<true>(8 * j);
+      if (i0 >= n) continue;
+      const float* c = v + 8 * j;
+      if (dtype == QUAMBA_DT_F32) {
+        float4* q = reinterpret_cast<float4*>(static_cast<float*>(base) + off + i0);
+        q[0] = make_float4(c[0], c[1], c[2], c[3]);
+        q[1] = make_float4(c[4], c[5], c[6], c[7]);
+      } else {
+        uint32_t w[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const uint32_t lo = dtype == QUAMBA_DT_F16 ? __half_as_ushort(__float2half_rn(c[2 * e]))
+                                                     : __bfloat16_as_ushort(__float2bfloat16_rn(c[2 * e]));
+          const uint32_t hi = dtype == QUAMBA_DT_F16 ? __half_as_ushort(__float2half_rn(c[2 * e + 1]))
+                                                     : __bfloat16_as_ushort(__float2bfloat16_rn(c[2 * e + 1]));
+          w[e] = lo | (hi << 16);
+        }
+        *reinterpret_cast<uint4*>(static_cast<uint16_t*>(base) + off + i0) = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int i = row_idx<false>(k);
+      if (i < n) store_float(base, off + i, dtype, v[k]);
+    }
+  }
+}
+
+// Store int8 elements of a row (elements from n on are skipped).
+template <int K, bool V = false>
+__device__ __forceinline__ void store_row_i8(int8_t* base, int64_t off, const int8_t (&q)[K], int n) {
+#pragma unroll
+  for (int j = 0; j < (V ? K / 8 : K); ++j) {
+    if constexpr (V) {
+      const int i0 = row_idx<true>(8 * j);
+      if (i0 >= n) continue;
+      uint32_t w[2] = {0u, 0u};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        w[e >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(q[8 * j + e])) << (8 * (e & 3));
+      }
+      *reinterpret_cast<uint2*>(base + off + i0) = make_uint2(w[0], w[1]);
+    } else {
+      const int i = row_idx<false>(j);
+      if (i < n) base[off + i] = q[j];
+    }
+  }
+}
+
+// Host: `rows` rows of n elements at `ptr` (element size `bytes`, row stride `stride` elements, each row's
+// elements taken from offsets that are multiples of n) fit the V layout: n % 8 == 0 and every 8-element chunk
+// aligned to its access (16 bytes for float dtypes, 8 for int8). A null pointer (an absent operand) fits.
+inline bool vec_rows_ok(const void* ptr, int bytes, int64_t stride, int n, int64_t rows) {
+  if (ptr == nullptr) return true;
+  const int64_t align = bytes == 1 ? 8 : 16;
+  return n % 8 == 0 && reinterpret_cast<uintptr_t>(ptr) % align == 0 && (rows == 1 || (stride * bytes) % align == 0);
+}
+
+inline int dtype_bytes(int dtype) { return dtype == QUAMBA_DT_F32 ? 4 : 2; }  // the float dtype codes
 
 // The RMSNorm factor rsqrtf(sum / n + eps) from each thread's partial sum of squares (block_sum: all threads
 // of the block call it; `red` as there).
