@@ -58,6 +58,8 @@ def expected_kernel_ops(model: Any, decode: bool) -> set[str]:
     names: set[str] = {"quant_embedding"} if model.embedding.bits in (4, 8) else set()
     if not qc.act8:
         names.add("w4a16_linear")
+        if qc.out_proj_hadamard:
+            names.add("hadamard")  # the float online Hadamard (a kernel helper: kernel_dispatch.hadamard)
         names |= float_ssm_ops(arch, decode)  # the W4A16 mixers' float SSM
         if arch == "mamba2":
             names.add("gated_rms_norm")  # and Mamba2's float gated norm
@@ -203,6 +205,22 @@ def _hadamard(i, o, opts):
         assert torch.equal(full[::pw, ::pw], matrix), "not the base factor of the size-n Hadamard matrix"
         matrix = full
     y.copy_(ops.quant_hadamard(x, matrix, out_scale))
+
+
+def _float_hadamard(i, o, opts):
+    """As the binding: y float of x's shape, matrix the size-n Hadamard matrix or its b x b base factor (here checked
+    against quant.hadamard.hadamard_matrix(n)); y = the fp32 x @ M^T rounded once to y's dtype."""
+    from quamba_edge.quant.hadamard import hadamard_matrix
+
+    x, matrix = i
+    (y,) = o
+    n = x.shape[-1]
+    assert x.dtype in _NORM_DTYPES and y.dtype in _NORM_DTYPES and y.shape == x.shape, (x.dtype, y.dtype, y.shape)
+    assert matrix.dtype == torch.float32 and matrix.device == x.device
+    full = hadamard_matrix(n, device=x.device)
+    pw = n // matrix.shape[0]
+    assert torch.equal(matrix, full if tuple(matrix.shape) == (n, n) else full[::pw, ::pw]), "not the Hadamard base"
+    y.copy_(ops.hadamard(x, full))
 
 
 def _causal_conv1d(i, o, opts):
@@ -465,6 +483,7 @@ _IMPLS: dict[str, Callable] = {
     "quant_embedding": _embedding,
     "quant_gated_rms_norm": _gated_rms_norm,
     "quant_hadamard": _hadamard,
+    "hadamard": _float_hadamard,
     "quant_causal_conv1d": _causal_conv1d,
     "quant_selective_scan": _scan(ops.quant_selective_scan),
     "quant_selective_state_update": _scan(ops.quant_selective_state_update),

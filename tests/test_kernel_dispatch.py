@@ -357,7 +357,7 @@ def test_every_kernel_is_reached():
     for case in CASES:
         model = tiny_quantized(*case)
         reached |= expected_kernel_ops(model, decode=False) | expected_kernel_ops(model, decode=True)
-    assert reached == set(kd.KERNEL_OPS)
+    assert reached == set(kd.KERNEL_OPS) | {"hadamard"}  # the W4A16 models' float Hadamard: a kernel helper
 
 
 def test_unsupported_shapes_fall_back(cpu_is_kernel_device):
@@ -983,3 +983,177 @@ def test_clear_caches_lets_go_of_the_checked_tensors():
     assert all(w() is not None for w in refs)
     kd.clear_caches()
     assert all(w() is None for w in refs) and not kd._FLOAT_CACHE and not kd._ROWS_CACHE
+
+
+# ---- the float online Hadamard (kernel helper of the W4A16 out_proj input) ------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 12, 64, 768, 2560, 4096, 5120, 8192, 10240, 3072])
+def test_float_hadamard_base_is_the_fused_matrix(n):
+    """kernel_dispatch passes the binding the b x b base factor built without the n x n matrix: entry for entry
+    M[i * 2^k, j * 2^k] of quant.hadamard.hadamard_matrix(n), the matrix fused offline."""
+    from quamba_edge.quant.hadamard import hadamard_factors, hadamard_matrix
+
+    b, p = hadamard_factors(n)
+    base = kd._kron_base(n, torch.device("cpu"))
+    assert base.dtype == torch.float32 and base.shape == (b, b) and base.is_contiguous()
+    assert torch.equal(base, hadamard_matrix(n)[::p, ::p])
+    assert kd._kron_base(n, torch.device("cpu")) is base  # built once
+
+
+@pytest.mark.parametrize("fp16_out", [False, True], ids=["fp32_out", "fp16_out"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_float_hadamard_dispatch(cpu_is_kernel_device, dtype, fp16_out):
+    """kernel_dispatch.hadamard reaches the binding with x as it is and the base factor (the fake checks it against
+    hadamard_matrix(n)); fp32 out, or fp16 with fp16_out; values those of hadamard_kron (fp32 summation order), with
+    fp16_out its fp16 rounding."""
+    from quamba_edge.quant.hadamard import hadamard_kron
+
+    g = torch.Generator().manual_seed(11)
+    for shape in ((3, 5, 768), (2, 4096), (1, 1, 2560), (7, 64)):
+        x = (torch.randn(*shape, generator=g) * 3).to(dtype)
+        fake = FakeKernels()
+        kd.counts.clear()
+        with kd.use_kernels(fake):
+            got = kd.hadamard(x, fp16_out=fp16_out)
+        assert fake.calls == {"hadamard": 1} and dict(kd.counts) == {"hadamard": 1}
+        want = hadamard_kron(x)
+        assert got.shape == x.shape and got.dtype == (torch.float16 if fp16_out else torch.float32)
+        if fp16_out:  # one fp16 rounding of nearly the same fp32 value: within one fp16 step of want.half()
+            torch.testing.assert_close(got.float(), want.half().float(), rtol=2**-10, atol=1e-6)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_float_hadamard_views_reach_the_kernel(cpu_is_kernel_device):
+    """A strided x (a slice of wider rows, a transposed view) goes to the binding as it is (the binding copies
+    what it cannot take); the result is that of the dense x."""
+    from quamba_edge.quant.hadamard import hadamard_kron
+
+    g = torch.Generator().manual_seed(12)
+    wide = torch.randn(4, 3, 5120 + 64, generator=g)
+    for x in (wide[..., 32:32 + 5120], torch.randn(768, 6, generator=g).t()):
+        fake = FakeKernels()
+        with kd.use_kernels(fake):
+            got = kd.hadamard(x)
+        assert fake.calls == {"hadamard": 1}
+        want = hadamard_kron(x.contiguous())
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_float_hadamard_fallbacks(cpu_is_kernel_device):
+    """hadamard_kron runs (counted as a fallback) for what the kernel or hadamard_matrix lacks: sizes outside
+    b * 2^k (44 raises there too), 28 * 2^k (the kernel has it, hadamard_matrix does not), fp64 input; fp32 out
+    whatever fp16_out; kernels off or exporting: nothing counted."""
+    from quamba_edge.quant.hadamard import hadamard_kron
+
+    fake = FakeKernels()
+    x = torch.randn(2, 64, dtype=torch.float64)
+    with kd.use_kernels(fake):
+        got = kd.hadamard(x, fp16_out=True)
+        for n in (44, 28 * 8):
+            with pytest.raises(ValueError, match="unsupported Hadamard size"):
+                kd.hadamard(torch.randn(3, n))
+    assert torch.equal(got, hadamard_kron(x)) and got.dtype == torch.float32
+    assert not fake.calls and dict(kd.counts) == {"hadamard:reference": 3}
+    kd.counts.clear()
+    y = torch.randn(3, 768)
+    assert torch.equal(kd.hadamard(y, fp16_out=True), hadamard_kron(y)) and not kd.counts  # kernels off
+    with kd.use_kernels(fake), export_dtype(torch.float32):
+        assert torch.equal(kd.hadamard(y, fp16_out=True), hadamard_kron(y))
+    assert not fake.calls and not kd.counts
+
+
+def test_float_hadamard_cpu_tensors_stay_on_the_reference():
+    from quamba_edge.quant.hadamard import hadamard_kron
+
+    fake = FakeKernels()
+    y = torch.randn(3, 768)
+    with kd.use_kernels(fake):
+        got = kd.hadamard(y, fp16_out=True)
+    assert torch.equal(got, hadamard_kron(y)) and not fake.calls and dict(kd.counts) == {"hadamard:reference": 1}
+
+
+def test_float_hadamard_unverified_stays_off(cpu_is_kernel_device, monkeypatch):
+    """While "hadamard" is in UNVERIFIED_OPS (no GPU run yet), only QUAMBA_KERNELS_UNVERIFIED=1 runs its kernel."""
+    from quamba_edge.quant.hadamard import hadamard_kron
+
+    monkeypatch.delenv("QUAMBA_KERNELS_UNVERIFIED", raising=False)
+    monkeypatch.setattr(kd, "UNVERIFIED_OPS", kd.UNVERIFIED_OPS | {"hadamard"})
+    fake = FakeKernels()
+    y = torch.randn(2, 768)
+    with kd.use_kernels(fake):
+        got = kd.hadamard(y, fp16_out=True)
+    assert torch.equal(got, hadamard_kron(y)) and not fake.calls
+    assert dict(kd.counts) == {"hadamard:unverified": 1, "hadamard:reference": 1}
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_w4a16_hadamard_hands_fp16_to_the_linear(cpu_is_kernel_device, monkeypatch, arch):
+    """A W4A16 block's out_proj input: the float Hadamard kernel writes the fp16 the W4A16 linear kernel would
+    round it to (fp16_out), so the logits and states equal those of the fp32 hand-off bit for bit, prefill and
+    decode; where the linear stays on the reference (here: its weight refused), the Hadamard hands fp32 on and
+    the model gives the logits of the old path (hadamard_kron) up to fp32 summation order."""
+    model = tiny_quantized("quamba2", "w4a16", arch)
+    assert model.layers[0].mixer.hadamard
+    ids = _ids(length=40)
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    had = kd.hadamard
+
+    def recording(x, *, fp16_out=False):
+        y = had(x, fp16_out=fp16_out)
+        seen.append((x.dtype, y.dtype))
+        return y
+
+    monkeypatch.setattr(kd, "hadamard", recording)
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got, state = model(ids, return_state=True)
+        step, _ = model.step(got[:, -1].argmax(-1), state)
+    assert seen and {d for _, d in seen} == {torch.float16} and fake.calls["hadamard"] == len(seen)
+    assert "hadamard:reference" not in kd.counts
+
+    seen.clear()
+    monkeypatch.setattr(kd, "hadamard", lambda x, *, fp16_out=False: recording(x))  # the fp32 hand-off
+    with kd.use_kernels(FakeKernels()):
+        want, want_state = model(ids, return_state=True)
+        want_step, _ = model.step(got[:, -1].argmax(-1), want_state)
+    assert {d for _, d in seen} == {torch.float32}
+    assert torch.equal(got, want) and torch.equal(step, want_step)
+    assert all(torch.equal(a, b) for a, b in zip(state.conv + state.ssm, want_state.conv + want_state.ssm))
+
+    # the W4A16 linear refuses its weight: it runs the reference on what it gets, so the Hadamard must hand fp32
+    seen.clear()
+    monkeypatch.setattr(kd, "hadamard", recording)
+    monkeypatch.setattr(kd, "_w4_weight_ok", lambda *a, **k: False)
+    fake = FakeKernels()
+    with kd.use_kernels(fake):
+        got_ref_linear = model(ids)
+    assert seen and {d for _, d in seen} == {torch.float32} and fake.calls["hadamard"] == len(seen)
+    assert "w4a16_linear" not in fake.calls
+    monkeypatch.setattr(kd, "hadamard", lambda x, *, fp16_out=False: kd._ref_float_hadamard(x))  # the old path
+    with kd.use_kernels(FakeKernels()):
+        old = model(ids)
+    # the same fp32 values up to summation order (the fake's dense product vs hadamard_kron's two factors)
+    torch.testing.assert_close(got_ref_linear, old, rtol=1e-4, atol=1e-4 * float(old.abs().max()))
+
+
+def test_w4a16_linear_takes_fp16(cpu_is_kernel_device, monkeypatch):
+    """The predicate the Hadamard asks: True exactly where w4a16_linear would run a kernel (GEMV / GEMM / cuBLAS
+    prefill, all of which round x to fp16), never counted."""
+    lin = tiny_quantized("quamba2", "w4a16", "mamba2").layers[0].mixer.out_proj
+    x = torch.randn(2, 3, lin.in_features)
+    assert not lin.takes_fp16(x)  # kernels off
+    with kd.use_kernels(FakeKernels()):
+        assert lin.takes_fp16(x) and lin.takes_fp16(x.half()[:, :1])
+        assert lin.takes_fp16(torch.randn(2, kd.W4A16_CUBLAS_MIN_M, lin.in_features))  # the cuBLAS prefill
+        assert not lin.takes_fp16(x[..., :-1])  # wrong K
+        assert not lin.takes_fp16(x.double())
+        with export_dtype(torch.float32):
+            assert not lin.takes_fp16(x)
+    assert not kd.counts
+    monkeypatch.setattr(kd, "UNVERIFIED_OPS", frozenset({"w4a16_linear"}))
+    monkeypatch.delenv("QUAMBA_KERNELS_UNVERIFIED", raising=False)
+    with kd.use_kernels(FakeKernels()):
+        assert not lin.takes_fp16(x)
+    assert not kd.counts

@@ -21,6 +21,10 @@ state comes back fp32, as from the reference), so a state from either path conti
 Outputs are freshly allocated: the model never writes the ``state`` it is given (``generate(state=...)``
 and chunked prefill reuse it).
 
+Kernel helpers (:data:`KERNEL_HELPERS`) serve the models without being registry ops of their own:
+``w4a16_dequantize`` (inside :func:`w4a16_linear`) and :func:`hadamard`, the float online Hadamard of the W4A16
+out_proj input (reference ``quant.hadamard.hadamard_kron``; the ONNX graph keeps its MatMul).
+
 The float SSM kernels take fp16 activations (x / B / C, u / delta / z) and compute in fp32: inputs that
 are not fp16 (the W4A16 mixers' fp32 activations, bf16) are ROUNDED to fp16 first (as :func:`w4a16_linear`
 does), within the fp16 tolerance of the kernels' y; fp64 inputs (oracle tests) stay on the reference.
@@ -41,6 +45,7 @@ reference gets ``RowScales.expand()``, the ``[H, P, N]`` tensor it always took.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import Counter
 from contextvars import ContextVar
@@ -75,6 +80,7 @@ __all__ = [
     "counts",
     "env_disabled",
     "gated_rms_norm",
+    "hadamard",
     "kernel_ops",
     "load_kernels",
     "use_kernels",
@@ -93,6 +99,7 @@ __all__ = [
     "ssd_state_update",
     "w4a8_linear",
     "w4a16_linear",
+    "w4a16_linear_takes_fp16",
     "w8a8_linear",
 ]
 
@@ -100,8 +107,9 @@ KERNEL_OPS = ("add_rms_norm", "causal_conv1d", "gated_rms_norm", "quant_add_rms_
               "quant_hadamard", "quant_selective_scan", "quant_selective_state_update", "quant_ssd",
               "quant_ssd_state_update", "selective_scan", "selective_state_update", "ssd", "ssd_state_update",
               "w4a8_linear", "w4a16_linear", "w8a8_linear")
-# bindings that serve one of KERNEL_OPS rather than being ops of their own (w4a16_linear's prefill weight)
-KERNEL_HELPERS = ("w4a16_dequantize",)
+# bindings that serve the models rather than being registry ops of their own (w4a16_linear's prefill weight; the
+# float online Hadamard before the W4A16 out_proj, whose ONNX form is a plain MatMul)
+KERNEL_HELPERS = ("w4a16_dequantize", "hadamard")
 SSD_D_STATES = (16, 32, 64, 128, 256)  # quant_ssd.cu / quant_ssd_state_update.cu dispatch_n
 FLOAT_SSD_D_STATES = (64, 128, 256)  # quamba_kernels/ssd.h (the float prefill): cudaErrorNotSupported otherwise
 
@@ -150,7 +158,8 @@ def _scale_parts(s: Any) -> tuple[Any, ...]:
 # Kernels that landed without a GPU run (compile- and CPU-checked only): the dispatch keeps the reference for them
 # (counted as "<op>:unverified" and "<op>:reference") unless QUAMBA_KERNELS_UNVERIFIED=1 (the test suite sets it, so
 # the GPU tests verify them); a GPU run that passes their tests takes them out of this set. Empty: the float norms
-# and conv (add_rms_norm, gated_rms_norm, causal_conv1d) passed theirs on the H200.
+# and conv (add_rms_norm, gated_rms_norm, causal_conv1d) and the float Hadamard helper (hadamard) passed theirs on the
+# H200.
 UNVERIFIED_OPS: frozenset[str] = frozenset()
 
 
@@ -206,29 +215,33 @@ def _on_kernel_device(t: torch.Tensor) -> bool:
     return t.is_cuda
 
 
-def _kernels_for(op: str, tensors: tuple[Any, ...], supported: Callable[[], bool]) -> Any | None:
-    """The kernel ops for this call, or None for the reference (counted as a fallback when kernels are on)."""
+def _decide(op: str, tensors: tuple[Any, ...], supported: Callable[[], bool]) -> tuple[Any | None, tuple[str, ...]]:
+    """(the kernel ops for this call or None for the reference, the ``counts`` keys of that decision); no side
+    effects."""
     if exporting():  # checked first: the export trace must see the reference ops only
-        return None
+        return None, ()
     ops = _ACTIVE.get()
     if ops is None:
-        return None
+        return None, ()
     if op in UNVERIFIED_OPS and not unverified_enabled():
-        counts[op + ":unverified"] += 1
-        counts[op + ":reference"] += 1
-        return None
+        return None, (op + ":unverified", op + ":reference")
     dev = None
     for t in tensors:
         if not isinstance(t, torch.Tensor):
             continue
         if not _on_kernel_device(t) or (dev is not None and t.device != dev):
-            counts[op + ":reference"] += 1
-            return None
+            return None, (op + ":reference",)
         dev = t.device
     if dev is None or not supported():
-        counts[op + ":reference"] += 1
-        return None
-    counts[op] += 1
+        return None, (op + ":reference",)
+    return ops, (op,)
+
+
+def _kernels_for(op: str, tensors: tuple[Any, ...], supported: Callable[[], bool]) -> Any | None:
+    """The kernel ops for this call, or None for the reference (counted as a fallback when kernels are on)."""
+    ops, keys = _decide(op, tensors, supported)
+    for key in keys:
+        counts[key] += 1
     return ops
 
 
@@ -484,6 +497,59 @@ def quant_hadamard(x: torch.Tensor, matrix: torch.Tensor, out_scale: Scale) -> t
         return _ref_hadamard(x, matrix, out_scale)
     y = _empty(x.shape, torch.int8, x)
     k.quant_hadamard(x, _hadamard_base(matrix, x.shape[-1]), _f(out_scale), y)
+    return y
+
+
+_KRON_BASE_CACHE: dict[tuple[int, torch.device], torch.Tensor | None] = {}
+
+
+def _kron_base(n: int, device: torch.device) -> torch.Tensor | None:
+    """The b x b base factor ``M[i * 2^k, j * 2^k] = H_b[i, j] * fl(1/sqrt(n))`` of
+    ``quant.hadamard.hadamard_matrix(n)`` (entry for entry the matrix fused offline, built without the n x n
+    matrix: 256 MiB at n = 8192), contiguous fp32 on ``device``, once per (n, device) (the CUDA-graph warm-up
+    fills it before a capture); None for sizes outside hadamard_matrix's families (20 / 28 * 2^k), which the
+    reference refuses too."""
+    key = (n, device)
+    if key not in _KRON_BASE_CACHE:
+        from ..quant.hadamard import base_hadamard, hadamard_factors  # quant imports this module
+
+        try:
+            b, _ = hadamard_factors(n)
+        except ValueError:
+            base = None
+        else:  # as _hadamard_matrix_cached scales kron(H_b, H_p): the same fp32 product, H_p[0, 0] = 1
+            base = (base_hadamard(b, torch.float32) * (1.0 / math.sqrt(n))).contiguous().to(device)
+        if len(_KRON_BASE_CACHE) >= 16:
+            _KRON_BASE_CACHE.clear()
+        _KRON_BASE_CACHE[key] = base
+    return _KRON_BASE_CACHE[key]
+
+
+def _ref_float_hadamard(x: torch.Tensor) -> torch.Tensor:
+    """:func:`hadamard`'s reference, ``quant.hadamard.hadamard_kron`` (imported here: quant imports this module)."""
+    from ..quant.hadamard import hadamard_kron
+
+    return hadamard_kron(x)
+
+
+def hadamard(x: torch.Tensor, *, fp16_out: bool = False) -> torch.Tensor:
+    """The float online transform ``x @ M^T`` over the last dim, ``M = quant.hadamard.hadamard_matrix(n)``: the
+    W4A16 out_proj input's rotation (a kernel helper: the ONNX graph keeps its MatMul). Reference
+    ``quant.hadamard.hadamard_kron`` (its signature; fp32 ``[..., n]``); the kernel (quamba_kernels/hadamard.h)
+    gives the same values up to fp32 summation order. With ``fp16_out`` the kernel writes fp16 of its fp32 result
+    (one rounding, as ``.half()`` of the reference's), for a consumer that rounds its input to fp16 anyway (the
+    W4A16 linear kernels: :func:`w4a16_linear_takes_fp16`), saving that conversion; the reference path returns
+    fp32 either way, as :func:`quant_gated_rms_norm`'s ``fp16_out``."""
+    def supported() -> bool:
+        n = x.shape[-1] if x.dim() >= 1 else 0
+        return (x.dtype in _FLOATS and _hadamard_size(n) and x.numel() // n < 2**31
+                and _kron_base(n, x.device) is not None)
+
+    k = _kernels_for("hadamard", (x,), supported)
+    if k is None:
+        return _ref_float_hadamard(x)
+    y = _empty(x.shape, torch.float16 if fp16_out else torch.float32, x)
+    k.hadamard(x, _kron_base(x.shape[-1], x.device), y)
     return y
 
 
@@ -1160,14 +1226,8 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, gr
                  bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
     """``ops.w4a16_linear`` taking the PACKED weight. The kernel takes fp16 activations: fp32 / bf16 inputs are
     rounded to fp16 first (within the op's float tolerance); y comes back fp32 like the reference's."""
-    def supported() -> bool:
-        n = qweight.shape[0] if qweight.dim() == 2 else 0
-        return (x.dtype in _FLOATS and x.dim() >= 1 and x.shape[-1] == in_features
-                and _w4_weight_ok(qweight, scale, in_features, group_size, 32)
-                and (x.dtype != torch.float16 or _rows_aligned(x, in_features, 2))
-                and (bias is None or bias.numel() == n))
-
-    k = _kernels_for("w4a16_linear", (x, qweight, scale, bias), supported)
+    k = _kernels_for("w4a16_linear", (x, qweight, scale, bias),
+                     lambda: _w4a16_supported(x, qweight, scale, group_size, bias, in_features, fresh=False))
     if k is None:
         return _ref_w4a16_linear(x, qweight, scale, group_size, bias, in_features)
     if x.numel() // in_features >= W4A16_CUBLAS_MIN_M:
@@ -1175,6 +1235,27 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, gr
     y = _linear_out(x, qweight.shape[0], False)
     k.w4a16_linear(x.to(torch.float16), qweight, scale, int(group_size), bias, y)
     return y
+
+
+def _w4a16_supported(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
+                     bias: torch.Tensor | None, in_features: int, fresh: bool) -> bool:
+    """The shapes the W4A16 kernels take; ``fresh``: for a newly allocated fp16 x of x's shape (its rows are
+    16-byte aligned: K % 32 == 0 is required anyway)."""
+    n = qweight.shape[0] if qweight.dim() == 2 else 0
+    return (x.dtype in _FLOATS and x.dim() >= 1 and x.shape[-1] == in_features
+            and _w4_weight_ok(qweight, scale, in_features, group_size, 32)
+            and (fresh or x.dtype != torch.float16 or _rows_aligned(x, in_features, 2))
+            and (bias is None or bias.numel() == n))
+
+
+def w4a16_linear_takes_fp16(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int,
+                            bias: torch.Tensor | None, in_features: int) -> bool:
+    """True when :func:`w4a16_linear` would run a kernel (the GEMV / GEMM, or the cuBLAS prefill: all round x to
+    fp16 first) for a freshly allocated fp16 input of ``x``'s shape and device: the producer of x may then hand
+    it over as fp16 (:func:`hadamard`'s ``fp16_out``) and no value changes. Not counted."""
+    ops, _ = _decide("w4a16_linear", (x, qweight, scale, bias),
+                     lambda: _w4a16_supported(x, qweight, scale, group_size, bias, in_features, fresh=True))
+    return ops is not None
 
 
 # W4A16 prefill from this many token rows up: the weight dequantized to fp16 by our kernel (w4a16_dequantize,

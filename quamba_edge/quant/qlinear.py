@@ -314,6 +314,12 @@ class W4A16Linear(nn.Module):
         return kernel_dispatch.w4a16_linear(x, self.qweight, self.scale, self.group_size, self.bias,
                                             self.in_features)
 
+    def takes_fp16(self, x: Tensor) -> bool:
+        """Whether ``forward`` rounds an input shaped like ``x`` to fp16 first (its kernels take fp16 activations):
+        a producer may then hand fp16 without changing a value (kernel_dispatch.w4a16_linear_takes_fp16)."""
+        return kernel_dispatch.w4a16_linear_takes_fp16(x, self.qweight, self.scale, self.group_size, self.bias,
+                                                       self.in_features)
+
     def dequantized_weight(self) -> Tensor:
         return ops.w4a16_dequantize(self.codes(), self.scale, self.group_size)
 

@@ -31,7 +31,6 @@ from .. import ops
 from ..ops import kernel_dispatch  # the kernel-backed ops: CUDA kernels when on
 from ..models.config import MambaConfig
 from .gptq import GPTQResult
-from .hadamard import hadamard_kron
 from .qconfig import QuantConfig
 from .qlinear import (FPLinear, W4A8Linear, W4A16Linear, W8A8Linear, _segment_rows, as_scale,
                       online_hadamard_matrix)
@@ -241,13 +240,16 @@ def _hadamard_for(n: int, device: torch.device) -> Tensor:
     return m
 
 
-def _online_hadamard(y: Tensor, n: int) -> Tensor:
+def _online_hadamard(y: Tensor, n: int, out_proj: nn.Module | None = None) -> Tensor:
     """The float online transform of the W4A16 out_proj input: the matrix op when exporting (the ONNX
-    graph takes M), else its two-factor form (``quant.hadamard.hadamard_kron``, same values up to fp32
-    summation order)."""
+    graph takes M), else ``kernel_dispatch.hadamard`` (the kernel on torch-cuda, else the two-factor form
+    ``quant.hadamard.hadamard_kron``; same values up to fp32 summation order). When ``out_proj`` is a W4A16
+    linear whose kernel will round its input to fp16 anyway, the Hadamard kernel writes that fp16 itself (the
+    same values, one conversion kernel fewer per layer and step)."""
     if exporting():
         return ops.hadamard(y, _hadamard_for(n, y.device))
-    return hadamard_kron(y)
+    fp16 = isinstance(out_proj, W4A16Linear) and out_proj.takes_fp16(y)
+    return kernel_dispatch.hadamard(y, fp16_out=fp16)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -348,7 +350,7 @@ class QMamba1Mixer(nn.Module):
                 y_q = _quantize_int8(y, self.out_proj.input_scale)
             return self.out_proj(y_q)
         if self.hadamard:
-            y = _online_hadamard(y, self.d_inner)
+            y = _online_hadamard(y, self.d_inner, self.out_proj)
         return self.out_proj(y)
 
     def _forward_a8(self, h_q: Tensor, conv_state, ssm_state, decode: bool):

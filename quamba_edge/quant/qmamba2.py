@@ -300,7 +300,7 @@ class QMamba2Mixer(nn.Module):
         yn = kernel_dispatch.gated_rms_norm(y, z, self.norm.weight, self.eps, self.group_size_norm,
                                             self.norm_before_gate)  # ssm.gated_rms_norm / the float kernel
         if self.hadamard:
-            yn = _online_hadamard(yn, e)
+            yn = _online_hadamard(yn, e, self.out_proj)
         return self.out_proj(yn), new_conv.to(self.fp_state_dtype), new_ssm
 
     # ---- construction ------------------------------------------------------------------------------
